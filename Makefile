@@ -1,0 +1,31 @@
+# minclip: two commands for a newcomer.
+#   make train   sets everything up, then runs the main job
+#   make test    sets everything up, then runs every test (unit tests, course checks, notebooks)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of PyTorch; an unpinned torch pulls a multi-GB CUDA build on Linux.
+TORCH  ?= torch==2.13.0
+# Reference implementations the tests compare against, installed without their dependencies
+# (we import single files from them: clip/model.py, clip/simple_tokenizer.py, open_clip/loss.py).
+REFERENCES ?= clip-anytorch==2.6.0 open-clip-torch==3.3.0
+
+.PHONY: setup train test clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(REFERENCES)
+	$(PY) -m pip install -q ftfy regex
+	touch $@
+
+train: setup
+	$(PY) -m minclip
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
