@@ -166,9 +166,9 @@ def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit
     makes every pair look like a confident "no" from the first step, which is right for all but ``B`` of them, so
     training does not begin by spending large gradients undoing an even 50/50 guess on a sea of negatives.
 
-    Unlike InfoNCE, no term needs the whole row: the loss is a plain sum over pairs, so it behaves the same at any
-    batch size and can be computed chunk by chunk. It is symmetric in images and texts (swapping them transposes
-    the pair matrix, which does not change the sum).
+    Unlike InfoNCE, no softmax normalises over a row of the batch: the loss is a plain sum over pairs, so it can be
+    computed block by block (how the paper spreads it over devices). It is symmetric in images and texts (swapping
+    them transposes the pair matrix, which does not change the sum).
     """
     _check_features(image_features, text_features)
     _check_logit_scale(logit_scale)
