@@ -356,9 +356,9 @@ def encode_images(model, images, batch_size: int = 256, preprocess: Callable | N
             if preprocess is not None:
                 batch = preprocess(batch)
             if not isinstance(batch, torch.Tensor) or not batch.is_floating_point():
-                raise TypeError("images must reach the model as a float tensor (B, 3, H, W): pass preprocess= to "
-                                f"convert them, got {type(batch).__name__}"
-                                f"{'' if not isinstance(batch, torch.Tensor) else ' of dtype ' + str(batch.dtype)}")
+                got = f"a {batch.dtype} tensor" if isinstance(batch, torch.Tensor) else type(batch).__name__
+                raise TypeError(f"images must reach the model as a float tensor (B, 3, H, W): pass preprocess= to "
+                                f"convert them, got {got}")
             features = model.encode_image(batch.to(device))  # (b, D)
             chunks.append(F.normalize(features.float(), dim=-1).cpu())
     return torch.cat(chunks)  # (N, D)
