@@ -219,4 +219,5 @@ class MultiheadSelfAttention(nn.Module):
 def _check_mask_dtype(name: str, mask) -> None:
     if not isinstance(mask, torch.Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
         kind = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise TypeError(f"{name} must be a bool tensor (True = blocked) or a float tensor (added to scores), got {kind}")
+        raise TypeError(f"{name} must be a bool tensor (True = blocked) or a float tensor (added to the scores), "
+                        f"got {kind}")

@@ -21,6 +21,7 @@ Reference: Radford et al. (2021), "Learning Transferable Visual Models From Natu
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ class CLIPConfig:
     # --- image tower ---
     image_encoder: str = "vit"  # "vit": CLIP's Vision Transformer; "resnet": a small basic-block ResNet (the review's)
     image_size: int = 32  # images are (B, 3, image_size, image_size)
-    patch_size: int = 4  # ViT patch side in pixels; image_size must be a multiple. Tokens: (image_size/patch_size)^2 + 1
+    patch_size: int = 4  # ViT patch side in pixels, dividing image_size; (image_size / patch_size)^2 + 1 tokens
     vision_width: int = 128  # ViT token width; for the ResNet, channels of the first stage
     vision_layers: int = 4  # ViT residual blocks
     vision_heads: int = 4  # ViT attention heads; must divide vision_width (OpenAI: vision_width // 64)
@@ -250,7 +251,7 @@ _OPENAI_REQUIRED = ("visual.conv1.weight", "visual.class_embedding", "visual.pos
 
 def openai_config(state_dict: Mapping, vision_heads: int | None = None, text_heads: int | None = None,
                   **overrides) -> CLIPConfig:
-    """Read a :class:`CLIPConfig` from the shapes of an OpenAI-format state dict (see ``CLIP.from_openai_state_dict``)."""
+    """Read a :class:`CLIPConfig` from the shapes of an OpenAI-format state dict; see ``from_openai_state_dict``."""
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
     if any(key.startswith("text.") for key in state_dict):
@@ -302,7 +303,9 @@ def load_openai_checkpoint(path, vision_heads: int | None = None, text_heads: in
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:  # OpenAI released TorchScript archives: the weights are the scripted module's state dict
-        state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # recent torch deprecates TorchScript; OpenAI's files still are TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:  # not TorchScript: a plain saved state dict (tensors only, so weights_only is safe)
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     return CLIP.from_openai_state_dict(state_dict, vision_heads, text_heads, **overrides)

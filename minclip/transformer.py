@@ -41,7 +41,7 @@ def make_activation(name: str) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: ``c_proj(act(c_fc(x)))``, hidden width ``4 * width``. ``(B, T, D) -> same``."""
+    """Position-wise feed-forward network ``c_proj(act(c_fc(x)))`` with hidden width ``4 * width``; ``(B, T, D)``."""
 
     def __init__(self, width: int, activation: str = "quick_gelu", expansion: int = 4):
         super().__init__()

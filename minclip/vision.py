@@ -2,7 +2,7 @@
 
 Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words")::
 
-    images (B, 3, H, W) ─ conv1: cut into P x P patches, each linearly mapped to D channels ─> (B, N, D), N = HW / P^2
+    images (B, 3, H, W) ─ conv1: cut into P x P patches, each mapped linearly to D channels ─> (B, N, D), N = HW/P^2
                         ─ prepend class_embedding ─> (B, 1 + N, D) ─ + positional_embedding ─ ln_pre
                         ─ Transformer (every patch sees every patch) ─ ln_post on the class token ─> (B, D)
                         ─ @ proj ─> (B, embed_dim)
@@ -14,7 +14,8 @@ and one filter, i.e. a linear layer applied to every patch. :func:`patchify` cut
 The convolution form is the one OpenAI's checkpoints store (``visual.conv1.weight``, shape ``(D, 3, P, P)``).
 
 The class token is a learned vector that owns no patch; it attends to all patches and its final state, after
-``ln_post``, is the image's feature. ``ln_pre`` (a LayerNorm before the blocks) is a CLIP detail not in the original ViT.
+``ln_post``, is the image's feature. ``ln_pre`` (a LayerNorm before the blocks) is CLIP's addition to the original
+ViT.
 
 Small ResNet (He et al., 2016): a 3x3 stem, then stages of basic residual blocks (two 3x3 convolutions with batch
 norm and a shortcut); each stage after the first halves the resolution and doubles the channels; global average

@@ -108,13 +108,15 @@ def test_gradcheck_float64(impl):
     def f(x, w_in, b_in, w_out):
         out, weights = torch.func.functional_call(
             module,
-            {"in_proj_weight": w_in, "in_proj_bias": b_in, "out_proj.weight": w_out, "out_proj.bias": module.out_proj.bias},
+            {"in_proj_weight": w_in, "in_proj_bias": b_in, "out_proj.weight": w_out,
+             "out_proj.bias": module.out_proj.bias},
             (x,),
             {"attn_mask": mask, "key_padding_mask": padding, "is_causal": True},
         )
         return out
 
-    params = [p.detach().clone().requires_grad_() for p in (module.in_proj_weight, module.in_proj_bias, module.out_proj.weight)]
+    params = [p.detach().clone().requires_grad_()
+              for p in (module.in_proj_weight, module.in_proj_bias, module.out_proj.weight)]
     assert torch.autograd.gradcheck(f, (x, *params))
 
 

@@ -37,7 +37,9 @@ def test_presets():
     assert CLIPConfig.preset("tiny") == CLIPConfig()  # the dataclass defaults are the tutorial model
     b32 = CLIPConfig.preset("ViT-B/32")
     assert (b32.vocab_size, b32.context_length, b32.sot_token_id, b32.eot_token_id) == (49408, 77, 49406, 49407)
-    assert (b32.image_size, b32.patch_size, b32.vision_width, b32.vision_heads, b32.embed_dim) == (224, 32, 768, 12, 512)
+    vision = (b32.image_size, b32.patch_size, b32.vision_width, b32.vision_layers, b32.vision_heads)
+    assert vision == (224, 32, 768, 12, 12)
+    assert (b32.embed_dim, b32.text_width, b32.text_layers, b32.text_heads) == (512, 512, 12, 8)
     assert CLIPConfig.preset("ViT-B/16").patch_size == 16
     assert all(CLIPConfig.preset(name).activation == "quick_gelu" for name in PRESETS)
     small_vocab = CLIPConfig.preset("tiny", vocab_size=300)  # special ids follow the vocabulary unless given
