@@ -42,7 +42,10 @@ IMAGE_ENCODERS = ("vit", "resnet")
 class CLIPConfig:
     """Every size and choice of a CLIP model. The defaults are the ``tiny`` preset (the CPU tutorial model).
 
-    Build one from a preset and change what you like: ``CLIPConfig.preset("tiny", vocab_size=tokenizer.vocab_size)``.
+    Build one from a preset and change what you like, e.g. to match a trained tokenizer::
+
+        CLIPConfig.preset("tiny", vocab_size=tok.vocab_size, sot_token_id=tok.sot_token_id,
+                          eot_token_id=tok.eot_token_id)
     """
 
     embed_dim: int = 128  # size of the joint embedding space both towers project into
@@ -50,9 +53,10 @@ class CLIPConfig:
     image_encoder: str = "vit"  # "vit": CLIP's Vision Transformer; "resnet": a small basic-block ResNet (the review's)
     image_size: int = 32  # images are (B, 3, image_size, image_size)
     patch_size: int = 4  # ViT patch side in pixels, dividing image_size; (image_size / patch_size)^2 + 1 tokens
-    vision_width: int = 128  # ViT token width; for the ResNet, channels of the first stage
+    vision_width: int = 128  # ViT token width
     vision_layers: int = 4  # ViT residual blocks
     vision_heads: int = 4  # ViT attention heads; must divide vision_width (OpenAI: vision_width // 64)
+    resnet_width: int = 32  # ResNet: channels of the first stage; each later stage doubles them
     resnet_layers: tuple[int, ...] = (1, 1, 1, 1)  # ResNet: basic blocks per stage; each later stage halves the size
     # --- text tower ---
     vocab_size: int = 4096  # number of token ids, special tokens included (OpenAI: 49408)
@@ -84,7 +88,7 @@ class CLIPConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CLIPConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("embed_dim", "image_size", "patch_size", "vision_width", "vision_layers", "vision_heads",
-                     "vocab_size", "context_length", "text_width", "text_layers", "text_heads"):
+                     "resnet_width", "vocab_size", "context_length", "text_width", "text_layers", "text_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"CLIPConfig.{name} must be a positive int, got {value!r}")
@@ -127,10 +131,12 @@ class CLIPConfig:
 
 _OPENAI_TEXT = dict(vocab_size=49408, context_length=77, text_width=512, text_layers=12, text_heads=8)
 PRESETS: dict[str, dict] = {
-    # tests: a few thousand parameters, milliseconds per step
+    # tests: ~58k parameters, milliseconds per step
     "nano": dict(embed_dim=32, image_size=16, patch_size=4, vision_width=32, vision_layers=2, vision_heads=2,
-                 resnet_layers=(1, 1), vocab_size=64, context_length=16, text_width=32, text_layers=2, text_heads=2),
-    # the CPU tutorial default (the dataclass defaults): 32x32 images in 4x4 patches, 4 + 4 blocks of width 128
+                 resnet_width=8, resnet_layers=(1, 1), vocab_size=64, context_length=16, text_width=32, text_layers=2,
+                 text_heads=2),
+    # the CPU tutorial default (the dataclass defaults): 32x32 images in 4x4 patches, 4 + 4 blocks of width 128, 2.2M
+    # parameters (0.5M of them the 4096-token embedding); the training issue tunes it
     "tiny": dict(),
     # a step up, for a GPU or a patient CPU: 64x64 images, 6 + 6 blocks of width 256
     "small": dict(embed_dim=256, image_size=64, patch_size=8, vision_width=256, vision_layers=6, vision_heads=4,
@@ -166,7 +172,7 @@ class CLIP(nn.Module):
             self.visual = VisionTransformer(c.image_size, c.patch_size, c.vision_width, c.vision_layers,
                                             c.vision_heads, c.embed_dim, c.activation, c.attn_impl)
         else:
-            self.visual = ResNetEncoder(c.image_size, c.vision_width, c.resnet_layers, c.embed_dim)
+            self.visual = ResNetEncoder(c.image_size, c.resnet_width, c.resnet_layers, c.embed_dim)
         self.text = TextTransformer(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads,
                                     c.embed_dim, c.eot_token_id, c.text_pooling, c.activation, c.attn_impl)
         self.logit_scale = nn.Parameter(torch.tensor(float(c.init_logit_scale)))  # 0-dim, as in OpenAI's weights
