@@ -41,9 +41,10 @@ SHIPPED_SIZE = 64  # images_64.npz holds (N, 64, 64, 3); smaller sizes are made 
 SPLITS = ("train", "val", "test", "all")
 LANGS = ("en", "ko", "both")
 
-# OpenAI CLIP's per-channel statistics of its training images (RGB, on a 0..1 scale). The emoji set's own are about
-# mean (0.84, 0.80, 0.76), std (0.28, 0.30, 0.34) (white backgrounds); LayerNorm after the patch embedding absorbs
-# the difference, and keeping OpenAI's values lets the same tensors feed pretrained OpenAI weights.
+# OpenAI CLIP's per-channel statistics of its training images (RGB, on a 0..1 scale). The emoji set's own are
+# mean (0.80, 0.75, 0.71), std (0.30, 0.30, 0.35) (white backgrounds), so its inputs centre near +1.2 rather than 0;
+# ln_pre after the patch embedding absorbs that, and keeping OpenAI's values lets the same tensors feed pretrained
+# OpenAI weights. Pass mean/std to `to_model_input` and `Collate` to use others.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -128,17 +129,8 @@ def _resized(root: str, manifest_text: str, size: int) -> torch.Tensor:
     return resize_images(_load_verified(root, manifest_text)[1], size)
 
 
-def load_emoji(image_size: int = SHIPPED_SIZE, root: str | Path | None = None) -> tuple[list[dict], torch.Tensor]:
-    """All records and images of the shipped emoji set, checked against SHA256SUMS (cached per size).
-
-    Returns (records, images): `records[i]` is the dict of line i of captions.jsonl (emoji, name_en, name_ko,
-    keywords_en, keywords_ko, group, subgroup, group_ko, base, family, tones, gender, split, holdout, duplicate_of,
-    duplicate_group, ...; data/README.md lists them) and `images[i]` its uint8 image (image_size, image_size, 3).
-
-        >>> records, images = load_emoji(32)
-        >>> len(records), tuple(images.shape), records[0]["name_en"]
-        (3655, (3655, 32, 32, 3), 'grinning face')
-    """
+def _shared(image_size: int, root: str | Path | None) -> tuple[tuple[dict, ...], torch.Tensor]:
+    """The cached records and images (shared between callers: never modify them in place)."""
     if not isinstance(image_size, int) or not 1 <= image_size <= SHIPPED_SIZE:
         raise ValueError(f"image_size must be an int in 1..{SHIPPED_SIZE} (the shipped size), got {image_size!r}")
     root = Path(root) if root is not None else DATA_DIR
@@ -147,9 +139,23 @@ def load_emoji(image_size: int = SHIPPED_SIZE, root: str | Path | None = None) -
         raise FileNotFoundError(f"checksum manifest {manifest} is missing: {REBUILD_HINT}")
     key = (str(root.resolve()), manifest.read_text(encoding="utf-8"))
     records, images = _load_verified(*key)
-    if image_size != SHIPPED_SIZE:
-        images = _resized(*key, image_size)
-    return [dict(r) for r in records], images
+    return records, (images if image_size == SHIPPED_SIZE else _resized(*key, image_size))
+
+
+def load_emoji(image_size: int = SHIPPED_SIZE, root: str | Path | None = None) -> tuple[list[dict], torch.Tensor]:
+    """All records and images of the shipped emoji set, checked against SHA256SUMS (cached per size).
+
+    Returns (records, images): `records[i]` is the dict of line i of captions.jsonl (emoji, name_en, name_ko,
+    keywords_en, keywords_ko, group, subgroup, group_ko, base, family, tones, gender, split, holdout, duplicate_of,
+    duplicate_group, ...; data/README.md lists them) and `images[i]` its uint8 image (image_size, image_size, 3).
+    A missing file raises FileNotFoundError, a changed one ValueError, both naming the file and the fix.
+
+        >>> records, images = load_emoji(32)
+        >>> len(records), tuple(images.shape), records[0]["name_en"]
+        (3655, (3655, 32, 32, 3), 'grinning face')
+    """
+    records, images = _shared(image_size, root)
+    return [dict(r) for r in records], images.clone()
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -211,10 +217,10 @@ class EmojiDataset(Dataset):
             raise ValueError(f"captions must be 'train' (templates) or 'eval' (plain names), got {captions!r}")
         if captions == "eval" and lang == "both":
             raise ValueError("evaluation captions are the plain name in one language: use lang='en' or lang='ko'")
-        records, images = load_emoji(image_size, root)
+        records, images = _shared(image_size, root)
         keep = [i for i, r in enumerate(records) if split == "all" or r["split"] == split]
         self.split, self.lang, self.image_size, self.caption_mode, self.seed = split, lang, image_size, captions, seed
-        self.records = [records[i] for i in keep]
+        self.records = [dict(records[i]) for i in keep]
         self.images = images[keep]  # (N, S, S, 3) uint8, a copy holding only this split
         self.duplicate_groups = [r["index"] if r["duplicate_group"] is None else r["duplicate_group"]
                                  for r in self.records]
@@ -334,7 +340,8 @@ class Collate:
             minclip.tokenizer.BPETokenizer.
         context_length: token positions per caption (77 in OpenAI CLIP).
         augment: apply `augment` (shifts, caption-respecting mirror images) before normalising; for training.
-        max_shift, seed: augmentation strength and the seed of its own torch.Generator.
+        max_shift, seed: augmentation strength and the seed of its own torch.Generator (a DataLoader with
+            num_workers > 0 copies it into every worker: give workers different seeds or augment in the main process).
 
         >>> loader = DataLoader(EmojiDataset("train", image_size=32), batch_size=64,
         ...                     collate_fn=Collate(tokenizer, augment=True))        # doctest: +SKIP

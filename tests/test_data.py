@@ -82,6 +82,13 @@ def test_counts_fields_and_uniqueness(shipped):
     assert [r["name_ko"] for r in records if not re.search("[가-힣]", r["name_ko"])] == ["DNA"]
 
 
+def test_load_emoji_returns_copies(shipped):
+    records, images = load_emoji()
+    records[0]["name_en"], images[0] = "changed", 0
+    again_records, again_images = load_emoji()
+    assert again_records[0]["name_en"] == "grinning face" and torch.equal(again_images, shipped[1])
+
+
 def test_every_image_is_a_real_rendering(shipped):
     _, images = shipped
     assert images[:, 0, :, :].float().mean() > 250  # white background at the top edge
