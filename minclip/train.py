@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they work in terminals and notebooks alike
 
 from .data import DistinctBatchSampler, EmojiDataset, augment, to_model_input
 from .evaluate import heldout_report, retrieval_evaluate
