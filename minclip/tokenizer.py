@@ -336,7 +336,6 @@ class BPETokenizer:
             bytes(byte_of[c] for c in symbol.removesuffix(END_OF_WORD)) + b" " * symbol.endswith(END_OF_WORD)
             for symbol in self.vocab[: -len(SPECIAL_TOKENS)]
         ] + [token.encode() for token in SPECIAL_TOKENS]
-        self._findall = word_pattern().findall
 
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)})"
@@ -370,7 +369,7 @@ class BPETokenizer:
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}; for several texts use tokenize(texts)")
         ids, cache = [], self.cache
-        for word in self._findall(clean_text(text, self.use_ftfy)):
+        for word in split_words(clean_text(text, self.use_ftfy)):
             word_ids = cache.get(word)
             if word_ids is None:
                 word_ids = cache[word] = self._encode_word(word)
@@ -457,13 +456,13 @@ class BPETokenizer:
                 f"vocab_size must be an int >= {NUM_BASE_TOKENS + 2} (256 bytes, 256 bytes with </w>, 2 special "
                 f"tokens), got {vocab_size!r}"
             )
-        find_words, use_ftfy = word_pattern().findall, _resolve_ftfy(use_ftfy)
+        use_ftfy = _resolve_ftfy(use_ftfy)
         word_counts = Counter()
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
-            word_counts.update(find_words(clean_text(text, use_ftfy)))
-        for special in SPECIAL_TOKENS:
+            word_counts.update(split_words(clean_text(text, use_ftfy)))
+        for special in SPECIAL_TOKENS:  # "<|endoftext|>" in a caption is the special token, never merged
             word_counts.pop(special, None)
 
         words = [word_symbols(word) for word in word_counts]  # each distinct word once, with its count
