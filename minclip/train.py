@@ -274,11 +274,13 @@ def freeze_for_recipe(model: CLIP, config: TrainConfig) -> CLIP:
     return model
 
 
-def train(config: TrainConfig, out: str | Path | None = None, resume: bool = False,
-          progress: bool = True) -> TrainResult:
+def train(config: TrainConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> TrainResult:
     """Train a CLIP as `config` says; write `out/checkpoint.pt` after every evaluation and at the end.
 
     With `resume=True`, continue from `out/checkpoint.pt` (same config required) and replay the same run.
+    `stop_after` interrupts the run after that many steps (as a crash or Ctrl-C would, but leaving a checkpoint):
+    resuming it later gives exactly the losses of an uninterrupted run.
     """
     start_time = time.perf_counter()
     device = pick_device(config.device)
@@ -321,14 +323,15 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step")
-    while step < total_steps:
+    end = total_steps if stop_after is None else min(total_steps, stop_after)
+    while step < end:
         epoch, position = divmod(step, steps_per_epoch)
         captions = epoch_captions(train_set, epoch)
         tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
         batches = sampler.batches(epoch)
         model.train()
         for batch in batches[position:]:
-            if step >= total_steps:
+            if step >= end:
                 break
             tick = time.perf_counter()
             index = torch.tensor(batch)
@@ -365,6 +368,10 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
     bar.close()
+    if step < total_steps:  # interrupted on purpose: save where we are and skip the final report
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
+        return TrainResult(model.eval(), tokenizer, history, {}, time.perf_counter() - start_time)
 
     report = heldout_report(model, tokenizer, config.data, config.lang, image_size, seed=config.seed)
     if checkpoint_path is not None:
