@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         print_list()
         return 0
 
-    names = list(EXERCISES) if args.names == ["all"] else args.names
+    names = list(EXERCISES) if "all" in args.names else list(dict.fromkeys(args.names))  # in order, once each
     unknown = [name for name in names if name not in EXERCISES]
     if unknown:
         parser.error(f"unknown exercise {', '.join(map(repr, unknown))}; choose from {', '.join(EXERCISES)} or all")

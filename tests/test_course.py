@@ -238,6 +238,51 @@ def test_a_file_that_does_not_run_is_a_load_error(tmp_path, source, message):
         load_file(tmp_path / "absent.py", "absent")
 
 
+CLASSIC_MISTAKES = [  # (exercise, a function redefined with a classic mistake, what the report must say)
+    ("attention", """
+        import math
+        def scaled_dot_product_attention(q, k, v, mask=None):
+            weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+            return weights @ v, weights
+     """, "your weights are softmax(q @ k.T) without the 1 / sqrt(d) scaling"),
+    ("text_pooling", """
+        def first_eot_index(tokens, eot_token_id):
+            return tokens.argmax(dim=1)
+     """, "your positions are tokens.argmax(dim=1)"),
+    ("patchify", """
+        def vit_tokens(images, conv_weight, class_embedding, positional_embedding):
+            x = patch_embed(images, conv_weight)
+            return torch.cat([x, class_embedding.expand(len(x), 1, -1)], dim=1) + positional_embedding
+     """, "your class token is token 4"),
+    ("infonce", """
+        def clip_logits(image_features, text_features, logit_scale):
+            logits = logit_scale * similarity_matrix(image_features, text_features)
+            return logits, logits.T
+     """, "your logits are scaled by logit_scale itself, not by its exponential"),
+    ("infonce", """
+        import torch.nn.functional as F
+        def clip_loss(image_features, text_features, logit_scale):
+            logits = logit_scale * image_features @ text_features.T
+            return F.cross_entropy(logits, torch.arange(len(logits)))
+     """, "your loss equals only the image->text direction (rows)"),
+    ("zero_shot", """
+        import torch.nn.functional as F
+        def build_classifier(encode_texts, classnames, templates):
+            captions = [template.format(name) for name in classnames for template in templates]
+            features = encode_texts(captions).view(len(classnames), len(templates), -1)
+            return F.normalize(features.mean(dim=1), dim=-1)
+     """, "you averaged the raw features"),
+]
+
+
+@pytest.mark.parametrize("name, mistake, message", CLASSIC_MISTAKES)
+def test_classic_mistakes_are_named(tmp_path, name, mistake, message):
+    source = "import torch\n" + textwrap.dedent(MINCLIP_AS_LEARNER[name]) + textwrap.dedent(mistake)
+    learner = load_file(write(tmp_path, name, source), name)
+    messages = [result.message for result in grade(EXERCISES[name], learner) if not result.passed]
+    assert any(text.startswith(message) for text in messages), messages
+
+
 def test_grading_leaves_the_learners_random_state_alone(minclip_dir):
     torch.manual_seed(123)
     expected = torch.rand(3)

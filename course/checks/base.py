@@ -11,7 +11,6 @@ traceback's last line and the line of the learner's file where it happened.
 """
 
 import contextlib
-import importlib.util
 import inspect
 import math
 import signal
@@ -88,15 +87,19 @@ class LoadError(Exception):
 
 
 def load_file(path, module_name: str) -> ModuleType:
-    """Execute the Python file at ``path`` as a fresh module (nothing cached from an earlier load)."""
+    """Execute the Python file at ``path`` as a fresh module.
+
+    The source is read and compiled here, not imported: no bytecode is read from or written to ``__pycache__``, so a
+    file edited a moment ago is always graded as it is now, and a folder of submissions stays as handed in.
+    """
     path = Path(path)
     if not path.is_file():
         raise LoadError(f"no file at {path}")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
+    module = ModuleType(module_name)
+    module.__file__ = str(path)
     sys.modules[module_name] = module  # some constructs (dataclasses, pickling) look the module up by name
     try:
-        spec.loader.exec_module(module)
+        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
     except BaseException as error:  # noqa: BLE001 - SyntaxError, ImportError, SystemExit... all become a report
         if isinstance(error, KeyboardInterrupt):
             raise

@@ -106,8 +106,9 @@ def classifier_encodes_in_one_batch(learner):
                     f"{len(CLASSNAMES) * len(TEMPLATES)} captions")
 
 
-PREDICT_HINT = ("scores = image_features @ classifier.T is (N, C); the prediction is scores.argmax(dim=1). (Normalising "
-                "the image features first does not change the argmax: it scales each row by a positive number)")
+PREDICT_HINT = ("scores = image_features @ classifier.T is (N, C); the prediction is scores.argmax(dim=1). "
+                "(Normalising the image features first does not change the argmax: it scales each row by a positive "
+                "number)")
 
 
 def _features(seed, rows, dim):
@@ -122,10 +123,10 @@ def predict_matches_minclip(learner):
     classifier = F.normalize(_features(4, 4, 6), dim=-1)
     expected = similarity_matrix(image_features, classifier).argmax(dim=1)  # (N,)
     answer = call(function(learner, "zero_shot_predict"), image_features, classifier)
-    by_class = similarity_matrix(image_features, classifier).argmax(dim=0)  # (C,): the argmax over the wrong dim
-    if isinstance(answer, torch.Tensor) and answer.shape == by_class.shape and torch.equal(answer, by_class):
-        raise Wrong("your argmax runs over the images (dim=0)", "each image picks a class: argmax over dim=1")
-    expect_close(answer, expected, "the predictions (9 images, 4 classes)")
+    if isinstance(answer, torch.Tensor) and answer.shape == (len(classifier),):
+        raise Wrong("your answer has one entry per class, not per image: the argmax runs over the images (dim=0)",
+                    "each image picks a class: argmax over dim=1 of the (N, C) scores")
+    expect_close(answer, expected, "zero_shot_predict's answer (9 images, 4 classes)")
 
 
 @EXERCISE.check(PREDICT_HINT + ". With one image the answer must still be (1,): avoid .squeeze(), which also drops "
@@ -136,7 +137,7 @@ def predict_one_image(learner):
     classifier = F.normalize(_features(6, 5, 6), dim=-1)
     expected = similarity_matrix(image_features, classifier).argmax(dim=1)
     expect_close(call(function(learner, "zero_shot_predict"), image_features, classifier), expected,
-                 "the prediction (1 image, 5 classes)")
+                 "zero_shot_predict's answer (1 image, 5 classes)")
 
 
 class _FakeCLIP(FakeTextTower):

@@ -40,9 +40,9 @@ import torch
 def text_to_image_recall(similarity: torch.Tensor, caption_to_image: torch.Tensor, k: int) -> float:
     """Image search: the share of captions whose image is among the ``k`` best-scoring images.
 
-    Hint, without a Python loop: ``right = similarity[torch.arange(n_captions), caption_to_image]`` is ``(n_captions,)``;
-    ``(similarity >= right[:, None]).sum(dim=1) - 1`` counts the other images scoring at least as high (the ``- 1``
-    removes the right image itself).
+    Hint, without a Python loop: ``right = similarity[torch.arange(n_captions), caption_to_image]`` is
+    ``(n_captions,)``; ``(similarity >= right[:, None]).sum(dim=1) - 1`` counts the other images scoring at least as
+    high (the ``- 1`` removes the right image itself).
     """
     # TODO -------------------------------------------------------------------------------------------------------------
     raise NotImplementedError("text_to_image_recall: write your code, then delete this line")
