@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 train: setup
-	$(PY) -m minclip
+	$(PY) -m minclip train
 
 test: setup
 	$(PY) -m pytest -q

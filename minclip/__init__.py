@@ -7,6 +7,10 @@ text Transformer, a Vision Transformer, byte-level BPE and the symmetric InfoNCE
 
 __version__ = "0.1.0"
 
+from .loss import ClipLoss, SigLipLoss, clip_loss, siglip_loss
 from .model import CLIP, CLIPConfig, load_openai_checkpoint
+from .tokenizer import BPETokenizer
+from .train import TrainConfig, load, train
 
-__all__ = ["CLIP", "CLIPConfig", "load_openai_checkpoint"]
+__all__ = ["CLIP", "CLIPConfig", "load_openai_checkpoint", "BPETokenizer", "clip_loss", "ClipLoss", "siglip_loss",
+           "SigLipLoss", "TrainConfig", "train", "load"]

@@ -28,6 +28,7 @@ Zero-shot ensembling follows open_clip's ``zero_shot_classifier.py``.
 import contextlib
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -488,3 +489,96 @@ def binding_evaluate(model, tokenizer, images, true_captions: Sequence[str], foi
     true_scores = (image_features * true_features).sum(dim=-1)  # (N,)
     foil_scores = torch.einsum("nd,nfd->nf", image_features, foil_features)  # (N, F)
     return binding_accuracy(true_scores, foil_scores)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Held-out reports on minclip's two data sets (what `python -m minclip train` and `eval` print)
+
+
+@dataclass
+class HeldOut:
+    """The candidates and held-out captions a report ranks.
+
+    images: uint8 ``(N, S, S, 3)`` candidate images; model_input: the same as float ``(N, 3, S, S)``;
+    test_captions[q] describes candidate ``test_indices[q]``; families: one label per candidate (emoji) or None;
+    foils: per test caption, a dict kind -> a false caption with the same words (shapes) or None.
+    """
+
+    images: torch.Tensor
+    model_input: torch.Tensor
+    test_indices: list
+    test_captions: list
+    families: list | None = None
+    foils: list | None = None
+
+
+def heldout_pairs(data: str, lang: str, image_size: int, seed: int = 0) -> HeldOut:
+    """The held-out evaluation set of `data` in `lang` ('en' or 'ko').
+
+    emoji: every test caption (the plain name of a held-out composition, e.g. one skin tone of a person) against
+    **all** shipped images, so its training siblings in other tones or genders compete with it.
+    shapes: every test caption against the test images, plus its word-swapped foils for the binding test.
+    """
+    from .data import EmojiDataset, to_model_input  # imported here: the metric functions above need torch only
+    from .shapes import ShapesDataset
+
+    if lang not in ("en", "ko"):
+        raise ValueError(f"held-out captions are in one language: lang must be 'en' or 'ko', got {lang!r}")
+    if data == "emoji":
+        everything = EmojiDataset("all", lang=lang, image_size=image_size, captions="eval")
+        test = [i for i, record in enumerate(everything.records) if record["split"] == "test"]
+        return HeldOut(everything.images, to_model_input(everything.images), test,
+                       [everything.caption(i) for i in test], families=[r["family"] for r in everything.records])
+    if data == "shapes":
+        test = ShapesDataset("test", lang=lang, image_size=image_size, seed=seed)
+        return HeldOut(test.images, to_model_input(test.images), list(range(len(test))), list(test.captions),
+                       foils=test.foils)
+    raise ValueError(f"data must be 'emoji' or 'shapes', got {data!r}")
+
+
+def heldout_report(model, tokenizer, data: str, lang: str, image_size: int, seed: int = 0) -> dict:
+    """The held-out report: recall@K (and within-family or binding accuracy), each beside its chance level.
+
+    `lang='both'` reports English; train and evaluate a Korean model with `lang='ko'`.
+    """
+    lang = "en" if lang == "both" else lang
+    heldout = heldout_pairs(data, lang, image_size, seed)
+    image_features = encode_images(model, heldout.model_input)  # (N, E)
+    text_features = encode_texts(model, tokenizer, heldout.test_captions)  # (Q, E)
+    similarity = text_features @ image_features.T  # (Q, N)
+    report = {"data": data, "lang": lang, "test_captions": len(heldout.test_captions),
+              "candidate_images": len(heldout.images)}
+    if data == "emoji":
+        test = torch.tensor(heldout.test_indices)
+        report["among_all_images"] = retrieval_recall(similarity, heldout.test_indices)
+        report["among_test_images"] = retrieval_recall(similarity[:, test], list(range(len(test))))
+        report["within_family"] = within_family_accuracy(similarity, heldout.test_indices, heldout.families)
+    else:
+        report["among_test_images"] = retrieval_recall(similarity, heldout.test_indices)
+        true_scores = similarity[torch.arange(len(similarity)), torch.tensor(heldout.test_indices)]  # (Q,)
+        for kind in ("colour", "shape", "role"):
+            foils = [foil[kind] for foil in heldout.foils]
+            foil_features = encode_texts(model, tokenizer, foils)  # (Q, E)
+            foil_scores = (foil_features * image_features[heldout.test_indices]).sum(dim=-1)  # (Q,)
+            report[f"binding_{kind}"] = binding_accuracy(true_scores, foil_scores[:, None])
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as an aligned text table: metric, value, chance level."""
+    lines = [f"held-out report: {report['data']} ({report['lang']}), {report['test_captions']} test captions, "
+             f"{report['candidate_images']} candidate images",
+             f"  {'metric':<44} {'value':>7} {'chance':>7}"]
+    for label, value, chance in _metric_rows("", report):
+        lines.append(f"  {label:<44} {100 * value:6.1f}% {'' if chance is None else f'{100 * chance:6.1f}%':>7}")
+    return "\n".join(lines)
+
+
+def _metric_rows(prefix: str, metrics: dict):
+    """(dotted name, value, chance or None) for every float metric in a nested report."""
+    for name, value in metrics.items():
+        label = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, dict):
+            yield from _metric_rows(label, value)
+        elif isinstance(value, float) and not name.endswith("_chance"):
+            yield label, value, metrics.get(f"{name}_chance")

@@ -133,7 +133,7 @@ _OPENAI_TEXT = dict(vocab_size=49408, context_length=77, text_width=512, text_la
 PRESETS: dict[str, dict] = {
     # tests: ~58k parameters, milliseconds per step
     "nano": dict(embed_dim=32, image_size=16, patch_size=4, vision_width=32, vision_layers=2, vision_heads=2,
-                 resnet_width=8, resnet_layers=(1, 1), vocab_size=64, context_length=16, text_width=32, text_layers=2,
+                 resnet_width=8, resnet_layers=(1, 1), vocab_size=64, context_length=32, text_width=32, text_layers=2,
                  text_heads=2),
     # the CPU tutorial default (the dataclass defaults): 32x32 images in 4x4 patches, 4 + 4 blocks of width 128, 2.2M
     # parameters (0.5M of them the 4096-token embedding); the training issue tunes it

@@ -143,7 +143,7 @@ def test_input_errors_at_the_boundary():
         model.encode_image(torch.randn(2, 3, 32, 32))
     with pytest.raises(TypeError, match="got dtype torch.uint8"):
         model.encode_image(images.to(torch.uint8))
-    with pytest.raises(ValueError, match="T=17 positions but context_length is 16"):
+    with pytest.raises(ValueError, match="T=33 positions but context_length is 32"):
         model.encode_text(torch.cat([tokens, tokens[:, :1]], dim=1))
     with pytest.raises(ValueError, match=r"vocab_size=64\), got values from 0 to 64"):
         model.encode_text(tokens.index_put((torch.tensor([0]), torch.tensor([1])), torch.tensor(64)))

@@ -1,0 +1,201 @@
+"""The command line: `python -m minclip train | eval | search | tokenize`.
+
+    python -m minclip train --out runs/tiny            # the main job: the tiny preset on the emoji set, a few minutes
+    python -m minclip eval runs/tiny/checkpoint.pt     # the held-out report again
+    python -m minclip search runs/tiny/checkpoint.pt "red heart" [--images FOLDER]
+    python -m minclip tokenize "고양이가 나무 위에 있다" [--checkpoint CKPT]
+
+Bad input (a missing or foreign checkpoint, an empty query, a folder without images, an unknown preset) ends with a
+one-line `error: ...` and exit status 2, never a traceback. How it fits: a thin layer over train.py, evaluate.py,
+plots.py and tokenizer.py; all the work happens there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class UsageError(Exception):
+    """A problem with the user's input, reported as one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .model import PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m minclip", description="Train, evaluate and use a small CLIP.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a CLIP and write checkpoint, metrics and plots",
+                                description="Train a CLIP; writes OUT/checkpoint.pt, OUT/metrics.json and PNG plots.")
+    train.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: tiny)")
+    train.add_argument("--data", default="emoji", choices=["emoji", "shapes"], help="data set (default: emoji)")
+    train.add_argument("--lang", default="en", choices=["en", "ko", "both"], help="caption language (default: en)")
+    train.add_argument("--epochs", type=int, help="passes over the training split (default: the recipe's)")
+    train.add_argument("--batch-size", type=int, help="pairs per step (default: the recipe's)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--max-steps", type=int, help="stop after this many steps (quick looks, tests)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--out", default=None, help="output folder (default: runs/PRESET-DATA-LANG)")
+    review = train.add_argument_group("the review's recipe (to measure what it costs)")
+    review.add_argument("--fixed-temperature", type=float, metavar="T",
+                        help="a constant temperature instead of a learned one (the review: 1, raw cosine logits)")
+    review.add_argument("--freeze-image-tower", action="store_true",
+                        help="train only the image tower's final projection (the review's frozen backbone)")
+    review.add_argument("--text-pooling", choices=["eot", "first"],
+                        help="'first': bidirectional text attention pooled at the first token (BERT-style [CLS])")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = commands.add_parser("eval", help="print the held-out report of a checkpoint",
+                                   description="Print the held-out report of a trained checkpoint.")
+    evaluate.add_argument("checkpoint")
+
+    search = commands.add_parser("search", help="rank images for a text query and save a gallery",
+                                 description="Rank the shipped images (or the images in FOLDER) for a text query.")
+    search.add_argument("checkpoint")
+    search.add_argument("query")
+    search.add_argument("--images", metavar="FOLDER", help="a folder of image files (default: the shipped emoji)")
+    search.add_argument("--top", type=int, default=8, help="how many images to show (default: 8)")
+    search.add_argument("--gallery", default="search.png", help="where to save the gallery (default: search.png)")
+
+    tokenize = commands.add_parser("tokenize", help="show how a text is split into tokens",
+                                   description="Show the tokens of a text (OpenAI's vocabulary by default).")
+    tokenize.add_argument("text")
+    tokenize.add_argument("--checkpoint", help="use the vocabulary learned by this checkpoint instead of OpenAI's")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return {"train": _train, "eval": _eval, "search": _search, "tokenize": _tokenize}[args.command](args)
+    except (UsageError, ValueError, TypeError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+def _train(args) -> int:
+    from . import plots
+    from .evaluate import format_report
+    from .train import TrainConfig, train
+
+    overrides = {name: value for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                                 ("lr", args.lr), ("max_steps", args.max_steps),
+                                                 ("fixed_logit_scale", None if args.fixed_temperature is None
+                                                  else 1 / args.fixed_temperature))
+                 if value is not None}
+    if args.fixed_temperature is not None and not args.fixed_temperature > 0:
+        raise UsageError(f"--fixed-temperature must be positive, got {args.fixed_temperature}")
+    model_overrides = {"text_pooling": args.text_pooling} if args.text_pooling else {}
+    config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, seed=args.seed,
+                         freeze_image_tower=args.freeze_image_tower, model=model_overrides, **overrides)
+    out = Path(args.out or f"runs/{args.preset.replace('/', '-')}-{args.data}-{args.lang}")
+    if not args.resume and (out / "checkpoint.pt").exists():
+        raise UsageError(f"{out}/checkpoint.pt exists; pass --resume to continue it or choose another --out")
+    result = train(config, out=out, resume=args.resume, progress=not args.quiet)
+
+    (out / "metrics.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
+    plots.save(plots.training_curves(result.history, title=f"{args.preset} on {args.data} ({args.lang})"),
+               out / "training_curves.png")
+    for name, figure in plots.report_figures(result.model, result.tokenizer, config.data, config.lang, seed=config.seed).items():
+        plots.save(figure, out / f"{name}.png")
+    print(format_report(result.report))
+    print(f"trained in {result.seconds:.0f} s; wrote {out}/checkpoint.pt, metrics.json and plots")
+    return 0
+
+
+def _eval(args) -> int:
+    from .evaluate import format_report, heldout_report
+    from .train import load, read_checkpoint
+
+    state = read_checkpoint(args.checkpoint)
+    model, _, tokenizer = load(args.checkpoint)
+    config = state["train_config"]
+    report = heldout_report(model, tokenizer, config["data"], config["lang"], model.config.image_size,
+                            seed=config["seed"])
+    print(format_report(report))
+    return 0
+
+
+def _search(args) -> int:
+    import torch
+
+    from . import plots
+    from .data import EmojiDataset
+    from .evaluate import encode_images, encode_texts
+    from .train import load
+
+    if not args.query.strip():
+        raise UsageError("the query is empty; give a text such as \"red heart\"")
+    if args.top < 1:
+        raise UsageError(f"--top must be at least 1, got {args.top}")
+    model, preprocess, tokenizer = load(args.checkpoint)
+    if args.images:
+        images, names = _read_image_folder(Path(args.images))
+    else:
+        emoji = EmojiDataset("all", image_size=64, captions="eval")
+        images, names = emoji.images, [record["name_en"] for record in emoji.records]
+    image_features = encode_images(model, images, preprocess=preprocess)  # (N, E), unit length
+    query_features = encode_texts(model, tokenizer, [args.query])  # (1, E)
+    scores = (query_features @ image_features.T)[0]  # (N,)
+    top = scores.topk(min(args.top, len(scores)))
+    for rank, (score, index) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
+        print(f"{rank:2d}. {score:.3f}  {names[index]}")
+    figure = plots.retrieval_gallery([args.query], [images[top.indices]], [top.values.tolist()],
+                                     title=f"search: {args.query}")
+    print(f"gallery saved to {plots.save(figure, args.gallery)}")
+    return 0
+
+
+def _read_image_folder(folder: Path):
+    """uint8 (N, 64, 64, 3) images from the image files in `folder`; other files are skipped with a warning."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    if not folder.is_dir():
+        raise UsageError(f"--images {folder} is not a folder")
+    images, names = [], []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGBA")
+                canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))  # transparent parts become white
+                image = Image.alpha_composite(canvas, image).convert("RGB").resize((64, 64), Image.LANCZOS)
+                images.append(np.asarray(image))
+                names.append(path.name)
+        except (UnidentifiedImageError, OSError):
+            print(f"warning: skipping {path.name}: not an image file", file=sys.stderr)
+    if not images:
+        raise UsageError(f"no image files in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return torch.from_numpy(np.stack(images)), names
+
+
+def _tokenize(args) -> int:
+    from .tokenizer import BPETokenizer
+    from .train import load
+
+    tokenizer = load(args.checkpoint)[2] if args.checkpoint else BPETokenizer.openai()
+    ids = tokenizer.encode(args.text)
+    print(f"{len(ids)} tokens (+ start and end tokens {tokenizer.sot_token_id}, {tokenizer.eot_token_id})")
+    for token_id in ids:
+        print(f"{token_id:6d}  {tokenizer.vocab[token_id]!r:24}  {tokenizer.decode([token_id])!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

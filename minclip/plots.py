@@ -1,0 +1,121 @@
+"""Figures of a training run: loss and temperature curves, a similarity matrix, a retrieval gallery.
+
+Used by `python -m minclip train` (which saves them as PNG next to the checkpoint), by `search`, and by the notebooks.
+Every function draws into a new matplotlib figure and returns it; `save(figure, path)` writes a small PNG.
+
+How it fits: plots only read numbers and images (from train.py's history, evaluate.py's encoders, data.py's
+`show_gallery` conventions); nothing here trains or evaluates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # without a display matplotlib falls back to its Agg backend by itself
+import torch
+
+from .data import caption_fonts
+
+
+def save(figure, path: str | Path, dpi: int = 80) -> Path:
+    """Write `figure` as a PNG at a modest resolution and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def training_curves(history: dict, title: str = ""):
+    """Loss per step (with ln(batch) for reference) and the learned temperature T = 1 / exp(logit_scale)."""
+    figure, (loss_axis, temperature_axis) = plt.subplots(1, 2, figsize=(10, 3.4))
+    loss_axis.plot(history["step"], history["loss"], lw=0.8, color="tab:blue")
+    loss_axis.set(xlabel="step", ylabel="contrastive loss", title="loss (chance level = ln batch size)")
+    temperature_axis.plot(history["step"], history["temperature"], lw=1.2, color="tab:red")
+    temperature_axis.axhline(0.01, ls="--", lw=0.8, color="grey")
+    temperature_axis.set(xlabel="step", ylabel="T = 1 / exp(logit_scale)", yscale="log",
+                         title="temperature (CLIP's floor 0.01 dashed)")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def similarity_matrix(similarity: torch.Tensor, images: torch.Tensor, captions: Sequence[str], title: str = ""):
+    """The (captions x images) cosine-similarity matrix with the images along the top and captions on the left."""
+    n_captions, n_images = similarity.shape
+    figure, axis = plt.subplots(figsize=(1.0 + 0.55 * n_images, 0.8 + 0.42 * n_captions))
+    shown = axis.imshow(similarity.numpy(), cmap="viridis", vmin=similarity.min().item(), vmax=similarity.max().item(),
+                        extent=(0, n_images, n_captions, 0), aspect="auto")
+    for row in range(n_captions):
+        for column in range(n_images):
+            axis.text(column + 0.5, row + 0.5, f"{similarity[row, column]:.2f}", ha="center", va="center",
+                      fontsize=6, color="white")
+    axis.set_yticks([i + 0.5 for i in range(n_captions)], captions, fontsize=8, fontfamily=caption_fonts())
+    axis.set_xticks([])
+    for column in range(n_images):  # thumbnails above the columns
+        axis.imshow(images[column].numpy(), extent=(column + 0.05, column + 0.95, -0.05, -0.95), clip_on=False)
+    axis.set_ylim(n_captions, -1)
+    figure.colorbar(shown, ax=axis, fraction=0.03, label="cosine similarity")
+    if title:
+        axis.set_title(title, pad=4)
+    return figure
+
+
+def retrieval_gallery(queries: Sequence[str], ranked_images: Sequence[torch.Tensor], scores: Sequence[Sequence[float]],
+                      correct: Sequence[Sequence[bool]] | None = None, title: str = ""):
+    """One row per text query: its top-ranked images with their cosine scores; green frames mark correct images.
+
+    Args:
+        queries: Q query captions.
+        ranked_images: per query, uint8 (K, S, S, 3) images in ranked order.
+        scores: per query, K similarities.
+        correct: per query, K booleans (optional).
+    """
+    k = max(len(images) for images in ranked_images)
+    figure, axes = plt.subplots(len(queries), k, figsize=(1.3 * k + 2.4, 1.45 * len(queries)), squeeze=False)
+    for row, query in enumerate(queries):
+        for column in range(k):
+            axis = axes[row, column]
+            axis.set_xticks([]), axis.set_yticks([])
+            if column >= len(ranked_images[row]):
+                axis.axis("off")
+                continue
+            axis.imshow(ranked_images[row][column].numpy())
+            axis.set_xlabel(f"{scores[row][column]:.2f}", fontsize=7, labelpad=1)
+            if correct is not None:
+                colour = "tab:green" if correct[row][column] else "lightgrey"
+                for spine in axis.spines.values():
+                    spine.set_edgecolor(colour), spine.set_linewidth(3 if correct[row][column] else 1)
+        axes[row, 0].set_ylabel(query, rotation=0, ha="right", va="center", fontsize=9, fontfamily=caption_fonts())
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def report_figures(model, tokenizer, data: str, lang: str, count: int = 8, top: int = 6, seed: int = 0) -> dict:
+    """The figures `python -m minclip train` saves: a similarity matrix and a retrieval gallery on held-out pairs.
+
+    Takes `count` test pairs (spread evenly over the test split) and ranks every shipped image of the data set for
+    each test caption, so the gallery shows what image search returns for captions the model never trained on.
+    """
+    from .evaluate import encode_images, encode_texts, heldout_pairs
+
+    lang = "en" if lang == "both" else lang
+    pairs = heldout_pairs(data, lang, model.config.image_size, seed=seed)
+    pick = torch.linspace(0, len(pairs.test_indices) - 1, count).round().long().tolist()
+    rows = [pairs.test_indices[i] for i in pick]  # indices into pairs.images
+    captions = [pairs.test_captions[i] for i in pick]
+    image_features = encode_images(model, pairs.model_input)  # (N, E)
+    text_features = encode_texts(model, tokenizer, captions)  # (count, E)
+    similarity = text_features @ image_features.T  # (count, N)
+    figures = {"similarity_matrix": similarity_matrix(similarity[:, rows], pairs.images[rows], captions,
+                                                      title="held-out captions x their images")}
+    ranked = similarity.topk(top, dim=1)
+    figures["retrieval_gallery"] = retrieval_gallery(
+        captions, [pairs.images[indices] for indices in ranked.indices], ranked.values.tolist(),
+        correct=[[index == row for index in indices.tolist()] for indices, row in zip(ranked.indices, rows)],
+        title="image search with held-out captions (green: the right image)")
+    return figures

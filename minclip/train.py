@@ -1,0 +1,417 @@
+"""The training loop: contrastive pre-training of a small CLIP, readable in one sitting.
+
+What CLIP's paper (Radford et al., 2021, section 2.5) trains with, scaled down to a laptop CPU:
+- AdamW (beta2 = 0.98, eps = 1e-6) with decoupled weight decay on weight matrices only: gains, biases, embeddings
+  and the temperature are left undecayed, since pulling them toward zero has no regularising meaning;
+- a linear warm-up, then a cosine decay of the learning rate to zero;
+- gradient-norm clipping, so one bad batch cannot wreck the run;
+- the learnable temperature `logit_scale` (stored as log(1/T)) clamped to at most ln(100) after every step, as CLIP
+  does, so the logits cannot grow without bound.
+
+The whole data set is prepared as tensors up front (the emoji set is a few MB), so a step is pure tensor work. Every
+random choice (batch order, caption templates, augmentation) comes from generators seeded by (seed, epoch) or
+(seed, step): resuming from a checkpoint therefore replays exactly the run that was interrupted.
+
+Checkpoints hold everything needed to resume or to use the model (weights, configs, tokenizer merges, optimiser,
+scheduler, step, RNG state, history); they are written atomically and read with `torch.load(weights_only=True)`,
+which never runs code from the file. `load(path)` returns `(model, preprocess, tokenizer)`, like `clip.load`.
+
+How it fits: model.py builds the model, tokenizer.py learns the vocabulary, data.py / shapes.py give the pairs,
+loss.py the objective, evaluate.py the held-out report; `python -m minclip train` (__main__.py) calls `train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm  # text bars: they work in terminals and notebooks alike
+
+from .data import DistinctBatchSampler, EmojiDataset, augment, to_model_input
+from .evaluate import heldout_report, retrieval_evaluate
+from .loss import clip_loss
+from .model import CLIP, CLIPConfig
+from .shapes import ShapesDataset
+from .tokenizer import BPETokenizer
+
+CHECKPOINT_FORMAT = "minclip-checkpoint"
+CHECKPOINT_VERSION = 1
+MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the inverse temperature at 100
+DATASETS = ("emoji", "shapes")
+
+
+@dataclass
+class TrainConfig:
+    """Every choice of a training run. The defaults are the main job (the `tiny` preset on the emoji set)."""
+
+    preset: str = "tiny"  # CLIPConfig preset for the model
+    data: str = "emoji"  # "emoji" (the shipped bilingual set) or "shapes" (procedural, for the binding test)
+    lang: str = "en"  # caption language: "en", "ko" or "both"
+    epochs: int = 30  # passes over the training split
+    batch_size: int = 128  # pairs per step; every other pair in the batch is a negative for the contrastive loss
+    lr: float = 1e-3  # peak learning rate, reached after the warm-up
+    weight_decay: float = 0.1  # AdamW decay of weight matrices (CLIP: 0.2 on far more data)
+    warmup_fraction: float = 0.05  # share of the steps spent warming the learning rate up from zero
+    grad_clip: float = 1.0  # largest gradient norm; larger gradients are scaled down to it
+    vocab_size: int = 2048  # BPE vocabulary learned on the training captions (512 bytes + merges + 2 specials)
+    augment: bool = True  # pixel shifts and caption-respecting mirror images
+    seed: int = 0  # seeds the model's initialisation, the batches, the captions and the augmentation
+    eval_every: int = 5  # evaluate on the validation split every this many epochs (0: only at the end)
+    max_steps: int | None = None  # stop after this many steps (for tests and quick looks); None: all epochs
+    device: str = "auto"  # "auto" picks CUDA, then MPS, then the CPU
+    # --- the review's recipe, as switches, to measure what it costs ---
+    fixed_logit_scale: float | None = None  # a constant inverse temperature (review: 1.0, raw cosines); None: learned
+    freeze_image_tower: bool = False  # review: the image backbone never trains (only its final projection does)
+    model: dict = field(default_factory=dict)  # CLIPConfig fields overriding the preset, e.g. {"text_pooling": "first"}
+
+    def __post_init__(self):
+        if self.data not in DATASETS:
+            raise ValueError(f"data must be one of {DATASETS}, got {self.data!r}")
+        if self.lang not in ("en", "ko", "both"):
+            raise ValueError(f"lang must be 'en', 'ko' or 'both', got {self.lang!r}")
+        for name in ("epochs", "batch_size", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2: a contrastive loss needs negatives in the batch")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+
+
+# ------------------------------------------------------------------------------------------------------- set-up
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" -> CUDA if available, else Apple's MPS, else the CPU; any other name is used as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: weight matrices decay; gains, biases, embeddings and the temperature do not.
+
+    A LayerNorm gain or a bias is a single number per channel: decaying it only biases the model toward zero output.
+    An embedding row is a lookup (only rows that occur get gradients), and decaying it shrinks rare tokens most.
+    """
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        is_embedding = "embedding" in name  # token_embedding, positional_embedding, class_embedding
+        if parameter.ndim < 2 or is_embedding or name == "logit_scale":
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    """Learning-rate multiplier: 0 -> 1 linearly over `warmup_steps`, then 1 -> 0 along a half cosine."""
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return multiplier
+
+
+# ------------------------------------------------------------------------------------------------------- data
+def load_pairs(data: str, split: str, lang: str, image_size: int, seed: int, captions: str = "train"):
+    """The dataset of `split` for `data`; training captions vary per epoch for emoji, they are fixed for shapes."""
+    if data == "emoji":
+        return EmojiDataset(split, lang=lang, image_size=image_size, captions=captions, seed=seed)
+    return ShapesDataset(split, lang=lang, image_size=image_size, seed=seed)
+
+
+def epoch_captions(dataset, epoch: int) -> list[str]:
+    """The captions of every item at `epoch` (emoji captions are drawn per epoch; shapes captions are fixed)."""
+    captions = dataset.captions
+    return list(captions(epoch)) if callable(captions) else list(captions)
+
+
+def tokenizer_corpus(dataset, epochs: int = 4) -> list[str]:
+    """Texts to learn the vocabulary from: the training captions of a few epochs (templates, names, keywords)."""
+    texts = []
+    for epoch in range(epochs):
+        texts += epoch_captions(dataset, epoch)
+    return texts
+
+
+# ------------------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write `state` atomically: to a temporary file beside `path`, then rename it over `path`.
+
+    A crash mid-write (or a full disk) leaves the previous checkpoint intact instead of a truncated file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a minclip checkpoint safely (`weights_only=True`), with a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m minclip train --out DIR`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors, zip errors, unsafe globals: all mean "not our file"
+        raise ValueError(f"{path} is not a readable minclip checkpoint ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a minclip checkpoint (no '{CHECKPOINT_FORMAT}' marker); "
+                         "for OpenAI's weights use minclip.load_openai_checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} has checkpoint version {state.get('version')}, this minclip reads "
+                         f"version {CHECKPOINT_VERSION}")
+    return state
+
+
+def model_from_checkpoint(state: dict, expected: CLIPConfig | None = None) -> tuple[CLIP, BPETokenizer]:
+    """Rebuild the model and tokenizer stored in a checkpoint; `expected` must match the stored config if given."""
+    config = CLIPConfig(**state["model_config"])
+    if expected is not None and expected != config:
+        differences = {f.name: (getattr(config, f.name), getattr(expected, f.name))
+                       for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(expected, f.name)}
+        raise ValueError(f"the checkpoint's model config differs from this run's: "
+                         + ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in differences.items())
+                         + "; resume with the same --preset and options, or start a new --out folder")
+    model = CLIP(config)
+    model.load_state_dict(state["model"])
+    tokenizer = BPETokenizer([tuple(pair) for pair in state["tokenizer_merges"]])
+    return model, tokenizer
+
+
+def load(path: str | Path, device: str = "cpu"):
+    """A trained checkpoint, ready to use: `(model, preprocess, tokenizer)`, as OpenAI's `clip.load`.
+
+    `preprocess` turns uint8 images `(N, H, W, 3)` (a tensor or numpy array) or a list of PIL images into the model's
+    input `(N, 3, S, S)`: resized to the model's image size, scaled and normalised as in training.
+
+        >>> model, preprocess, tokenizer = minclip.load("runs/tiny/checkpoint.pt")      # doctest: +SKIP
+        >>> image_features = model.encode_image(preprocess(images))                    # doctest: +SKIP
+        >>> text_features = model.encode_text(tokenizer.tokenize(["red heart"], 32))   # doctest: +SKIP
+    """
+    state = read_checkpoint(path)
+    model, tokenizer = model_from_checkpoint(state)
+    model = model.to(device).eval()
+    size = model.config.image_size
+
+    def preprocess(images) -> torch.Tensor:
+        if isinstance(images, (list, tuple)):  # PIL images
+            images = np.stack([np.asarray(image.convert("RGB").resize((size, size), resample=4)) for image in images])
+        images = torch.as_tensor(np.asarray(images))
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 (N, H, W, 3) or a list of PIL images, got "
+                             f"{tuple(images.shape)} {images.dtype}")
+        if images.shape[1:3] != (size, size):
+            x = images.permute(0, 3, 1, 2).float()  # (N, 3, H, W)
+            x = F.interpolate(x, size=(size, size), mode="area" if images.shape[1] > size else "bilinear")
+            images = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (N, S, S, 3)
+        return to_model_input(images).to(device)
+
+    return model, preprocess, tokenizer
+
+
+# ------------------------------------------------------------------------------------------------------- training
+@dataclass
+class TrainResult:
+    model: CLIP
+    tokenizer: BPETokenizer
+    history: dict  # per step: loss, temperature (1 / exp(logit_scale)), lr; per evaluation: val metrics
+    report: dict  # the held-out report of the final model
+    seconds: float
+
+
+def build_model(config: TrainConfig, tokenizer: BPETokenizer) -> CLIP:
+    """A fresh CLIP of the configured preset, sized for `tokenizer`'s vocabulary and special ids."""
+    model_config = CLIPConfig.preset(config.preset, **{
+        "vocab_size": tokenizer.vocab_size, "sot_token_id": tokenizer.sot_token_id,
+        "eot_token_id": tokenizer.eot_token_id, **config.model})
+    model = CLIP(model_config)
+    if config.fixed_logit_scale is not None:  # the review's loss: a constant scale instead of a learned one
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(config.fixed_logit_scale))
+    return model
+
+
+def freeze_for_recipe(model: CLIP, config: TrainConfig) -> CLIP:
+    """Stop the gradients the review's recipe does without: a fixed temperature, a frozen image backbone.
+
+    With `freeze_image_tower`, only the image tower's final projection `visual.proj` still learns, as in the review,
+    where the backbone runs under `torch.no_grad()` and only the linear layer after it trains.
+    """
+    if config.fixed_logit_scale is not None:
+        model.logit_scale.requires_grad_(False)
+    if config.freeze_image_tower:
+        for name, parameter in model.visual.named_parameters():
+            parameter.requires_grad_(name == "proj")
+    return model
+
+
+def train(config: TrainConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> TrainResult:
+    """Train a CLIP as `config` says; write `out/checkpoint.pt` after every evaluation and at the end.
+
+    With `resume=True`, continue from `out/checkpoint.pt` (same config required) and replay the same run.
+    `stop_after` interrupts the run after that many steps (as a crash or Ctrl-C would, but leaving a checkpoint):
+    resuming it later gives exactly the losses of an uninterrupted run.
+    """
+    start_time = time.perf_counter()
+    device = pick_device(config.device)
+    seed_everything(config.seed)
+    out = Path(out) if out is not None else None
+    checkpoint_path = out / "checkpoint.pt" if out is not None else None
+    resumed = read_checkpoint(checkpoint_path) if resume else None
+    if resume and resumed["train_config"] != dataclasses.asdict(config):
+        raise ValueError("the checkpoint was trained with other options "
+                         f"({resumed['train_config']}); resume with the same options or use another --out folder")
+
+    image_size = CLIPConfig.preset(config.preset, **config.model).image_size
+    train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed)
+    if resumed is not None:
+        model, tokenizer = model_from_checkpoint(resumed)
+    else:
+        tokenizer = BPETokenizer.train(tokenizer_corpus(train_set), config.vocab_size)
+        model = build_model(config, tokenizer)
+    freeze_for_recipe(model, config).to(device)
+    context_length = model.config.context_length
+
+    sampler = DistinctBatchSampler(lambda epoch: epoch_captions(train_set, epoch), config.batch_size,
+                                   groups=getattr(train_set, "duplicate_groups", None), drop_last=True,
+                                   seed=config.seed)
+    steps_per_epoch = len(sampler.batches(0))
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98),
+                                  eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, max(1, round(config.warmup_fraction * total_steps))))
+    history = {"step": [], "loss": [], "temperature": [], "lr": [], "val": []}
+    step = 0
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        history, step = resumed["history"], resumed["step"]
+        _set_rng_state(resumed["rng"])
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step")
+    end = total_steps if stop_after is None else min(total_steps, stop_after)
+    while step < end:
+        epoch, position = divmod(step, steps_per_epoch)
+        captions = epoch_captions(train_set, epoch)
+        tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
+        batches = sampler.batches(epoch)
+        model.train()
+        for batch in batches[position:]:
+            if step >= end:
+                break
+            tick = time.perf_counter()
+            index = torch.tensor(batch)
+            images = train_set.images[index]  # (B, S, S, 3) uint8
+            if config.augment:
+                generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+                images = augment(images, [captions[i] for i in batch], generator=generator)
+            images, tokens = to_model_input(images).to(device), tokens_all[index].to(device)
+            with autocast:
+                image_features = model.encode_image(images, normalize=True)  # (B, E)
+                text_features = model.encode_text(tokens, normalize=True)  # (B, E)
+                loss = clip_loss(image_features.float(), text_features.float(), model.logit_scale.exp())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+            step += 1
+            temperature = math.exp(-model.logit_scale.item())
+            for key, value in (("step", step), ("loss", loss.item()), ("temperature", temperature),
+                               ("lr", scheduler.get_last_lr()[0])):
+                history[key].append(value)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", T=f"{temperature:.4f}",
+                            pairs_s=f"{len(batch) / (time.perf_counter() - tick):.0f}")
+            bar.update(1)
+        end_of_epoch = step % steps_per_epoch == 0 or step >= total_steps
+        finished_epochs = math.ceil(step / steps_per_epoch)
+        if end_of_epoch and (step >= total_steps or (config.eval_every and finished_epochs % config.eval_every == 0)):
+            metrics = validation_metrics(model, tokenizer, config, image_size)
+            history["val"].append({"step": step, **metrics})
+            bar.write(f"epoch {finished_epochs}: val " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
+    bar.close()
+    if step < total_steps:  # interrupted on purpose: save where we are and skip the final report
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
+        return TrainResult(model.eval(), tokenizer, history, {}, time.perf_counter() - start_time)
+
+    report = heldout_report(model, tokenizer, config.data, config.lang, image_size, seed=config.seed)
+    if checkpoint_path is not None:
+        save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
+    return TrainResult(model.eval(), tokenizer, history, report, time.perf_counter() - start_time)
+
+
+def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig, image_size: int) -> dict:
+    """Recall@1 and @5 on the validation split: each plain-name caption against every validation image."""
+    lang = "en" if config.lang == "both" else config.lang
+    val = load_pairs(config.data, "val", lang, image_size, config.seed, captions="eval")
+    captions = epoch_captions(val, 0)
+    result = retrieval_evaluate(model, tokenizer, to_model_input(val.images), captions, list(range(len(captions))),
+                                ks=(1, 5))
+    return {f"{direction}_R@{k}": result[direction][f"R@{k}"]
+            for direction in ("text_to_image", "image_to_text") for k in (1, 5)}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
+             "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 0, 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _state(model, tokenizer, config, optimizer, scheduler, step, history) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "model": model.state_dict(), "model_config": model.config.to_dict(),
+        "train_config": dataclasses.asdict(config),
+        "tokenizer_merges": [list(pair) for pair in tokenizer.merges],
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "step": step, "history": history, "rng": _rng_state(),
+    }

@@ -1,0 +1,157 @@
+"""Training loop, checkpoints and `minclip.load`: resume equality, round trips, errors, the review's switches."""
+
+import math
+
+import pytest
+import torch
+
+from minclip.data import EmojiDataset, to_model_input
+from minclip.loss import clip_loss
+from minclip.model import CLIP, CLIPConfig
+from minclip.tokenizer import BPETokenizer
+from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, load, model_from_checkpoint, parameter_groups,
+                           read_checkpoint, save_checkpoint, train, warmup_cosine)
+
+NANO = dict(preset="nano", batch_size=16, epochs=1, eval_every=0, vocab_size=600, augment=True)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A 4-step nano run (shared by the tests that only read its outputs)."""
+    out = tmp_path_factory.mktemp("run")
+    return train(TrainConfig(**NANO, max_steps=4), out=out, progress=False), out
+
+
+def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
+    config = TrainConfig(**NANO, max_steps=6)
+    straight = train(config, out=tmp_path / "straight", progress=False)
+    first = train(config, out=tmp_path / "resumed", progress=False, stop_after=3)
+    assert len(first.history["loss"]) == 3 and first.report == {}
+    resumed = train(config, out=tmp_path / "resumed", resume=True, progress=False)
+    assert resumed.history["loss"] == straight.history["loss"]  # bit for bit: every random draw is replayed
+    assert resumed.history["temperature"] == straight.history["temperature"]
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_resume_with_other_options_is_refused(tmp_path):
+    train(TrainConfig(**NANO, max_steps=4), out=tmp_path, progress=False, stop_after=2)
+    with pytest.raises(ValueError, match="trained with other options"):
+        train(TrainConfig(**{**NANO, "batch_size": 8}, max_steps=4), out=tmp_path, resume=True, progress=False)
+
+
+def test_checkpoint_round_trip_through_load(finished_run):
+    result, out = finished_run
+    model, preprocess, tokenizer = load(out / "checkpoint.pt")
+    assert not model.training and tokenizer.merges == result.tokenizer.merges
+    images = EmojiDataset("val", image_size=64, captions="eval").images[:4]  # 64x64: preprocess resizes to 16x16
+    tokens = tokenizer.tokenize(["red heart", "cat face", "sun", "moon"], model.config.context_length)
+    with torch.no_grad():
+        expected = result.model.encode_image(preprocess(images)), result.model.encode_text(tokens)
+        got = model.encode_image(preprocess(images)), model.encode_text(tokens)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert preprocess(images).shape == (4, 3, 16, 16)
+
+
+def test_checkpoint_holds_what_resuming_needs(finished_run):
+    _, out = finished_run
+    state = read_checkpoint(out / "checkpoint.pt")  # weights_only=True inside
+    assert {"model", "model_config", "train_config", "tokenizer_merges", "optimizer", "scheduler", "step", "rng",
+            "history"} <= set(state)
+    assert state["step"] == 4 and len(state["history"]["loss"]) == 4
+
+
+def test_mismatched_config_is_a_clear_error(finished_run):
+    _, out = finished_run
+    state = read_checkpoint(out / "checkpoint.pt")
+    other = CLIPConfig(**{**state["model_config"], "text_layers": 3})
+    with pytest.raises(ValueError, match="text_layers: checkpoint 2 vs run 3"):
+        model_from_checkpoint(state, expected=other)
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*missing.pt; train one"):
+        read_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="garbage.pt is not a readable minclip checkpoint"):
+        read_checkpoint(tmp_path / "garbage.pt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="foreign.pt is not a minclip checkpoint"):
+        read_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"format": "x", "value": 1})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"format": "x", "value": 2})
+    assert torch.load(path, weights_only=True)["value"] == 1  # the old checkpoint survives a failed write
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # and no temporary file is left behind
+
+
+def test_overfitting_32_pairs_drives_the_loss_far_below_chance():
+    torch.manual_seed(0)
+    data = EmojiDataset("train", image_size=16, captions="eval")
+    captions = [data.caption(i) for i in range(32)]
+    tokenizer = BPETokenizer.train(captions, 640)
+    model = CLIP(CLIPConfig.preset("nano", vocab_size=tokenizer.vocab_size))
+    images, tokens = to_model_input(data.images[:32]), tokenizer.tokenize(captions, 32)
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.0), lr=3e-3)
+    for _ in range(150):
+        loss = clip_loss(model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True),
+                         model.logit_scale.exp())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1 * math.log(32), loss.item()  # chance level is ln 32 = 3.47
+
+
+def test_no_weight_decay_on_gains_biases_embeddings_and_temperature():
+    model = CLIP(CLIPConfig.preset("nano"))
+    decay, no_decay = parameter_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert "visual.transformer.resblocks.0.attn.in_proj_weight" in decayed and "text.text_projection" in decayed
+    for name in decayed:
+        assert not name.endswith("bias") and "ln_" not in name and "embedding" not in name and name != "logit_scale"
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_warmup_then_cosine():
+    schedule = warmup_cosine(total_steps=100, warmup_steps=10)
+    assert schedule(0) == pytest.approx(0.1) and schedule(9) == pytest.approx(1.0)
+    assert schedule(55) == pytest.approx(0.5)  # halfway through the cosine
+    assert schedule(100) == pytest.approx(0.0, abs=1e-12)
+    values = [schedule(s) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # never rises after the warm-up
+
+
+def test_logit_scale_is_clamped_at_ln_100(tmp_path):
+    config = TrainConfig(**{**NANO, "lr": 0.5}, max_steps=3, model={"init_logit_scale": MAX_LOGIT_SCALE - 1e-3})
+    result = train(config, progress=False, stop_after=3)
+    assert result.model.logit_scale.item() <= MAX_LOGIT_SCALE
+    assert min(result.history["temperature"]) >= 0.01 - 1e-9
+
+
+def test_review_switches_fix_the_temperature_and_freeze_the_image_backbone():
+    config = TrainConfig(**NANO, max_steps=3, fixed_logit_scale=1.0, freeze_image_tower=True)
+    torch.manual_seed(config.seed)
+    result = train(config, progress=False, stop_after=3)
+    assert result.model.logit_scale.item() == 0.0 and set(result.history["temperature"]) == {1.0}
+    trained = {n for n, p in result.model.named_parameters() if p.requires_grad}
+    assert "visual.proj" in trained and not any(n.startswith("visual.") and n != "visual.proj" for n in trained)
+
+
+def test_bad_training_options():
+    with pytest.raises(ValueError, match="data must be one of"):
+        TrainConfig(data="cifar")
+    with pytest.raises(ValueError, match="batch_size must be at least 2"):
+        TrainConfig(batch_size=1)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        train(TrainConfig(preset="huge"), progress=False)
