@@ -95,6 +95,16 @@ MINCLIP_AS_LEARNER = {
             logits = logit_scale.exp() * similarity_matrix(image_features, text_features)
             return logits, logits.T
     ''',
+    "training": '''
+        from minclip.loss import clip_loss
+        from minclip.train import parameter_groups as weight_decay_groups, warmup_cosine
+        # minclip's step is the body of the loop in minclip.train.train, with no function of its own; the grader
+        # mirrors it line for line in course/checks/training.py, so that mirror stands in for it here
+        from course.checks.training import _reference_step as training_step
+
+        def lr_multiplier(step, total_steps, warmup_steps):
+            return warmup_cosine(total_steps, warmup_steps)(step)
+    ''',
     "zero_shot": '''
         from minclip.evaluate import average_templates, similarity_matrix
 
@@ -265,6 +275,16 @@ CLASSIC_MISTAKES = [  # (exercise, a function redefined with a classic mistake, 
             logits = logit_scale * image_features @ text_features.T
             return F.cross_entropy(logits, torch.arange(len(logits)))
      """, "your loss equals only the image->text direction (rows)"),
+    ("training", """
+        def training_step(model, images, tokens, optimizer, grad_clip):
+            loss = clip_loss(model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True),
+                             model.logit_scale.exp())
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()  # and no clamp of logit_scale
+            return loss.item()
+     """, "after step 1, logit_scale is 5.1"),
     ("zero_shot", """
         import torch.nn.functional as F
         def build_classifier(encode_texts, classnames, templates):

@@ -331,3 +331,23 @@ def expect_gradients_flow(tensors: dict, what: str) -> None:
 def generator(seed: int = 0) -> torch.Generator:
     """A private random generator, so that a check's inputs never depend on the learner's use of the global one."""
     return torch.Generator().manual_seed(seed)
+
+
+def nano_clip_batch(seed: int, images: int, texts: int):
+    """A random ``nano`` CLIP (minclip.model) with random images ``(images, 3, S, S)`` and token rows ``(texts, T)``
+    of different lengths, each ``[sot, ids..., eot, 0, ...]``. Call it inside a check (the grader's ``fork_rng``
+    keeps the learner's global seed untouched)."""
+    from minclip.model import CLIP, CLIPConfig  # here, so that checks which need no model do not import it
+
+    torch.manual_seed(seed)
+    config = CLIPConfig.preset("nano")
+    model = CLIP(config)
+    g = generator(seed)
+    pixels = torch.randn(images, 3, config.image_size, config.image_size, generator=g)
+    tokens = torch.zeros(texts, config.context_length, dtype=torch.long)
+    for row in range(texts):
+        length = 1 + row
+        tokens[row, 0] = config.sot_token_id
+        tokens[row, 1 : 1 + length] = torch.randint(1, config.sot_token_id, (length,), generator=g)
+        tokens[row, 1 + length] = config.eot_token_id
+    return model, pixels, tokens

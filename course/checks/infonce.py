@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from minclip.loss import clip_loss
-from minclip.model import CLIP, CLIPConfig
 
-from .base import Exercise, Wrong, call, expect_close, expect_gradients_flow, function, generator
+from .base import Exercise, Wrong, call, expect_close, expect_gradients_flow, function, generator, nano_clip_batch
 
 EXERCISE = Exercise(
     name="infonce",
@@ -21,20 +20,10 @@ EXERCISE = Exercise(
 
 def _nano_clip_outputs(images: int, texts: int, seed: int):
     """Raw features of a random nano CLIP, its log-space logit_scale, and what its forward returns."""
-    torch.manual_seed(seed)  # inside the grader's fork_rng: the learner's global seed is untouched
-    config = CLIPConfig.preset("nano")
-    model = CLIP(config).eval()
+    model, pixels, tokens = nano_clip_batch(seed, images, texts)
+    model.eval()
     with torch.no_grad():
         model.logit_scale.fill_(math.log(30.0))  # not the initial value, so a scale mix-up shows
-    g = generator(seed)
-    pixels = torch.randn(images, 3, config.image_size, config.image_size, generator=g)
-    tokens = torch.zeros(texts, config.context_length, dtype=torch.long)
-    for row in range(texts):  # [sot, 1 + row random ids, eot, 0, ...]
-        length = 1 + row
-        tokens[row, 0] = config.sot_token_id
-        tokens[row, 1 : 1 + length] = torch.randint(1, config.sot_token_id, (length,), generator=g)
-        tokens[row, 1 + length] = config.eot_token_id
-    with torch.no_grad():
         outputs = model(pixels, tokens)
         return model.encode_image(pixels), model.encode_text(tokens), model.logit_scale.detach().clone(), outputs
 
