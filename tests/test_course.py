@@ -8,6 +8,7 @@ words given, ``retrieval_recall``'s dict, ...). The grader runs from files, so t
 """
 
 import ast
+import os
 import subprocess
 import sys
 import textwrap
@@ -142,6 +143,24 @@ def minclip_dir(tmp_path_factory) -> Path:
     return directory
 
 
+def stub_path(name: str) -> Path:
+    """course/exercises/NAME.py, or a skip when it holds a learner's work rather than the shipped stub.
+
+    A learner who runs the whole suite after solving an exercise has edited the stub in place; the tests about the
+    stub then say so and skip. In CI (a fresh clone, the environment variable CI set) nothing is skipped.
+    """
+    path = EXERCISES_DIR / f"{name}.py"
+    tree = ast.parse(path.read_text())
+    bodies = [node.body[1:] if ast.get_docstring(node) else node.body
+              for node in tree.body if isinstance(node, ast.FunctionDef)]
+    untouched = all(len(body) == 1 and isinstance(body[0], ast.Raise) and "NotImplementedError" in ast.unparse(body[0])
+                    for body in bodies)
+    if not untouched and not os.environ.get("CI"):
+        pytest.skip(f"course/exercises/{name}.py holds your own code, not the shipped stub; the tests of the stub "
+                    "run on a fresh clone (or with CI=1)")
+    return path
+
+
 def test_every_exercise_has_minclips_implementation_here():
     assert set(MINCLIP_AS_LEARNER) == set(EXERCISES)
 
@@ -149,7 +168,7 @@ def test_every_exercise_has_minclips_implementation_here():
 @pytest.mark.parametrize("name", list(EXERCISES))
 def test_every_check_fails_on_the_untouched_stub(name):
     exercise = EXERCISES[name]
-    results = grade(exercise, load_file(EXERCISES_DIR / f"{name}.py", f"stub_{name}"))
+    results = grade(exercise, load_file(stub_path(name), f"stub_{name}"))
     assert [result.check.name for result in results] == [check.name for check in exercise.checks]
     for result in results:
         assert not result.passed, result.check.name
@@ -166,7 +185,7 @@ def test_every_check_passes_on_minclips_implementation(name, minclip_dir):
 @pytest.mark.parametrize("name", list(EXERCISES))
 def test_stub_presents_every_function_with_a_docstring_and_banners(name):
     exercise = EXERCISES[name]
-    source = (EXERCISES_DIR / f"{name}.py").read_text()
+    source = stub_path(name).read_text()
     tree = ast.parse(source)
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     assert ast.get_docstring(tree) and f"python -m course check {name}" in ast.get_docstring(tree)
@@ -326,6 +345,7 @@ def test_list_names_every_exercise_lesson_and_function(capsys):
 
 def test_check_on_the_stub_fails_with_a_report(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
+    stub_path("recall")
     assert main(["check", "recall"]) == 1
     out = capsys.readouterr().out
     assert "grading course/exercises/recall.py " in out
