@@ -4,8 +4,7 @@ import math
 
 import torch
 
-from minclip.loss import clip_loss
-from minclip.train import MAX_LOGIT_SCALE, parameter_groups, warmup_cosine
+from minclip.train import MAX_LOGIT_SCALE, parameter_groups, train_step, warmup_cosine
 
 from .base import Exercise, Wrong, call, expect_close, expect_number, function, nano_clip_batch
 
@@ -87,20 +86,6 @@ def groups_skip_frozen_parameters(learner):
     _expect_groups(learner, model, 0.2, "image tower frozen")
 
 
-def _reference_step(model, images, tokens, optimizer, grad_clip: float) -> float:
-    """One step of minclip.train.train's loop (without its bfloat16 autocast, which only runs on CUDA)."""
-    image_features = model.encode_image(images, normalize=True)  # (B, E)
-    text_features = model.encode_text(tokens, normalize=True)  # (B, E)
-    loss = clip_loss(image_features, text_features, model.logit_scale.exp())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    with torch.no_grad():
-        model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
-    return loss.item()
-
-
 class MomentumSGD:
     """SGD with momentum (torch.optim.SGD's update), written out because the first torch.optim optimiser a process
     builds imports torch._dynamo, which costs seconds; the learner's step sees the same zero_grad() and step()."""
@@ -136,7 +121,7 @@ def _expect_steps(learner, seed: int, steps: int, grad_clip: float, logit_scale:
     theirs, ours = models
     optimizers = [MomentumSGD(model.parameters(), lr=0.1, momentum=0.9) for model in models]
     for step in range(steps):
-        expected_loss = _reference_step(ours, *batch, optimizers[1], grad_clip)
+        expected_loss = train_step(ours, *batch, optimizers[1], grad_clip)
         loss = call(function(learner, "training_step"), theirs, *batch, optimizers[0], grad_clip)
         expect_number(loss, expected_loss, f"the loss returned by step {step + 1} ({case})", tol=1e-5)
         scale = theirs.logit_scale.item()
