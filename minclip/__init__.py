@@ -6,3 +6,7 @@ text Transformer, a Vision Transformer, byte-level BPE and the symmetric InfoNCE
 """
 
 __version__ = "0.1.0"
+
+from .model import CLIP, CLIPConfig, load_openai_checkpoint
+
+__all__ = ["CLIP", "CLIPConfig", "load_openai_checkpoint"]

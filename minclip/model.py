@@ -1,0 +1,317 @@
+"""CLIP: an image tower and a text tower that meet in one embedding space; its config, presets and OpenAI interop.
+
+    images (B, 3, H, W) ─ visual ─> (B, E) ─ normalise ─┐
+                                                        ├─ exp(logit_scale) * cosine similarities ─> (B, B) logits
+    tokens (B, T)       ─ text   ─> (B, E) ─ normalise ─┘
+
+The towers never look at each other: the only place image and text meet is the similarity matrix, whose diagonal
+holds the matching pairs that the contrastive loss (``minclip.loss``) pushes up. ``logit_scale`` is a learned inverse
+temperature stored in log space (so it stays positive and its steps are relative), starting at ``log(1 / 0.07)``;
+training usually clamps it at ``log(100)``. Cosine similarities live in ``[-1, 1]``; without that scale a softmax
+over them would be almost flat.
+
+``CLIPConfig`` holds every size; ``CLIPConfig.preset(name)`` gives named ones, from ``nano`` (tests) to OpenAI's
+``ViT-B/32``. ``CLIP.from_openai_state_dict`` / ``load_openai_checkpoint`` read OpenAI's released weights (ViT
+variants) and ``to_openai_state_dict`` writes them back: inside each tower our parameter names are OpenAI's, and the
+text tower's live under ``text.`` here while OpenAI keeps them at the top level.
+
+Reference: Radford et al. (2021), "Learning Transferable Visual Models From Natural Language Supervision", section
+2.4 and figure 3; openai/CLIP ``clip/model.py`` for the layout and initialisation.
+"""
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import IMPLEMENTATIONS
+from .text import POOLINGS, TextTransformer
+from .transformer import ACTIVATIONS
+from .vision import ResNetEncoder, VisionTransformer
+
+IMAGE_ENCODERS = ("vit", "resnet")
+
+
+@dataclass
+class CLIPConfig:
+    """Every size and choice of a CLIP model. The defaults are the ``tiny`` preset (the CPU tutorial model).
+
+    Build one from a preset and change what you like, e.g. to match a trained tokenizer::
+
+        CLIPConfig.preset("tiny", vocab_size=tok.vocab_size, sot_token_id=tok.sot_token_id,
+                          eot_token_id=tok.eot_token_id)
+    """
+
+    embed_dim: int = 128  # size of the joint embedding space both towers project into
+    # --- image tower ---
+    image_encoder: str = "vit"  # "vit": CLIP's Vision Transformer; "resnet": a small basic-block ResNet (the review's)
+    image_size: int = 32  # images are (B, 3, image_size, image_size)
+    patch_size: int = 4  # ViT patch side in pixels, dividing image_size; (image_size / patch_size)^2 + 1 tokens
+    vision_width: int = 128  # ViT token width
+    vision_layers: int = 4  # ViT residual blocks
+    vision_heads: int = 4  # ViT attention heads; must divide vision_width (OpenAI: vision_width // 64)
+    resnet_width: int = 32  # ResNet: channels of the first stage; each later stage doubles them
+    resnet_layers: tuple[int, ...] = (1, 1, 1, 1)  # ResNet: basic blocks per stage; each later stage halves the size
+    # --- text tower ---
+    vocab_size: int = 4096  # number of token ids, special tokens included (OpenAI: 49408)
+    context_length: int = 32  # most tokens per text, start and end tokens included (OpenAI: 77)
+    sot_token_id: int | None = None  # start-of-text id; None means vocab_size - 2 (OpenAI's layout)
+    eot_token_id: int | None = None  # end-of-text id, the token the text is pooled at; None means vocab_size - 1
+    text_width: int = 128  # text Transformer width
+    text_layers: int = 4  # text Transformer residual blocks
+    text_heads: int = 4  # text attention heads; must divide text_width (OpenAI: text_width // 64)
+    text_pooling: str = "eot"  # "eot": causal, pooled at the first EOT (CLIP); "first": bidirectional, [CLS]-style
+    # --- both towers ---
+    activation: str = "quick_gelu"  # MLP activation: "quick_gelu" (OpenAI's weights need it) or "gelu"
+    attn_impl: str = "manual"  # "manual": hand-written attention; "sdpa": F.scaled_dot_product_attention (faster)
+    init_logit_scale: float = math.log(1 / 0.07)  # initial log inverse temperature: exp(2.659) = 14.3
+
+    def __post_init__(self):
+        self.resnet_layers = tuple(self.resnet_layers)  # JSON round trips turn tuples into lists
+        if self.sot_token_id is None:
+            self.sot_token_id = self.vocab_size - 2
+        if self.eot_token_id is None:
+            self.eot_token_id = self.vocab_size - 1
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistent field."""
+        choices = {"image_encoder": IMAGE_ENCODERS, "text_pooling": POOLINGS, "activation": ACTIVATIONS,
+                   "attn_impl": IMPLEMENTATIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"CLIPConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("embed_dim", "image_size", "patch_size", "vision_width", "vision_layers", "vision_heads",
+                     "resnet_width", "vocab_size", "context_length", "text_width", "text_layers", "text_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"CLIPConfig.{name} must be a positive int, got {value!r}")
+        if not self.resnet_layers or any(not isinstance(n, int) or n <= 0 for n in self.resnet_layers):
+            raise ValueError(f"CLIPConfig.resnet_layers must be positive ints, one per stage, got {self.resnet_layers}")
+        if self.image_encoder == "vit" and self.image_size % self.patch_size:
+            raise ValueError(f"CLIPConfig.image_size={self.image_size} must be divisible by "
+                             f"patch_size={self.patch_size}")
+        for tower in ("vision", "text"):
+            width, heads = getattr(self, f"{tower}_width"), getattr(self, f"{tower}_heads")
+            if width % heads:
+                raise ValueError(f"CLIPConfig.{tower}_heads={heads} must divide {tower}_width={width}")
+        for name in ("sot_token_id", "eot_token_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                raise ValueError(f"CLIPConfig.{name} must be an id in [0, vocab_size={self.vocab_size}), got {value!r}")
+        if self.sot_token_id == self.eot_token_id:
+            raise ValueError(f"CLIPConfig.sot_token_id and eot_token_id must differ, both are {self.eot_token_id}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "CLIPConfig":
+        """A named configuration, optionally with some fields changed.
+
+        >>> CLIPConfig.preset("ViT-B/32").vision_width
+        768
+        >>> CLIPConfig.preset("nano", text_pooling="first").text_pooling
+        'first'
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown CLIPConfig fields {sorted(unknown)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        """Plain dict (JSON-friendly); ``CLIPConfig(**config.to_dict())`` rebuilds it."""
+        return dataclasses.asdict(self)
+
+
+_OPENAI_TEXT = dict(vocab_size=49408, context_length=77, text_width=512, text_layers=12, text_heads=8)
+PRESETS: dict[str, dict] = {
+    # tests: ~58k parameters, milliseconds per step
+    "nano": dict(embed_dim=32, image_size=16, patch_size=4, vision_width=32, vision_layers=2, vision_heads=2,
+                 resnet_width=8, resnet_layers=(1, 1), vocab_size=64, context_length=16, text_width=32, text_layers=2,
+                 text_heads=2),
+    # the CPU tutorial default (the dataclass defaults): 32x32 images in 4x4 patches, 4 + 4 blocks of width 128, 2.2M
+    # parameters (0.5M of them the 4096-token embedding); the training issue tunes it
+    "tiny": dict(),
+    # a step up, for a GPU or a patient CPU: 64x64 images, 6 + 6 blocks of width 256
+    "small": dict(embed_dim=256, image_size=64, patch_size=8, vision_width=256, vision_layers=6, vision_heads=4,
+                  vocab_size=8192, context_length=64, text_width=256, text_layers=6, text_heads=4),
+    # OpenAI's released shapes (Radford et al., 2021, table 20); QuickGELU as they were trained with
+    "ViT-B/32": dict(embed_dim=512, image_size=224, patch_size=32, vision_width=768, vision_layers=12,
+                     vision_heads=12, **_OPENAI_TEXT),
+    "ViT-B/16": dict(embed_dim=512, image_size=224, patch_size=16, vision_width=768, vision_layers=12,
+                     vision_heads=12, **_OPENAI_TEXT),
+    "ViT-L/14": dict(embed_dim=768, image_size=224, patch_size=14, vision_width=1024, vision_layers=24,
+                     vision_heads=16, **{**_OPENAI_TEXT, "text_width": 768, "text_heads": 12}),
+}
+
+
+class CLIP(nn.Module):
+    """Contrastive Language-Image Pre-training model; see the module docstring.
+
+    Example:
+        >>> model = CLIP(CLIPConfig.preset("nano"))
+        >>> images = torch.randn(4, 3, 16, 16)                                   # (B, 3, H, W), normalised
+        >>> tokens = torch.tensor([[62, 5, 7, 63, 0, 0]] * 4)                     # (B, T): [sot, ids..., eot, pad]
+        >>> logits_per_image, logits_per_text = model(images, tokens)
+        >>> logits_per_image.shape                                               # (images, texts)
+        torch.Size([4, 4])
+    """
+
+    def __init__(self, config: CLIPConfig):
+        super().__init__()
+        if not isinstance(config, CLIPConfig):
+            raise TypeError(f"CLIP needs a CLIPConfig, got {type(config).__name__}; e.g. CLIPConfig.preset('tiny')")
+        self.config = c = config
+        if c.image_encoder == "vit":
+            self.visual = VisionTransformer(c.image_size, c.patch_size, c.vision_width, c.vision_layers,
+                                            c.vision_heads, c.embed_dim, c.activation, c.attn_impl)
+        else:
+            self.visual = ResNetEncoder(c.image_size, c.resnet_width, c.resnet_layers, c.embed_dim)
+        self.text = TextTransformer(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads,
+                                    c.embed_dim, c.eot_token_id, c.text_pooling, c.activation, c.attn_impl)
+        self.logit_scale = nn.Parameter(torch.tensor(float(c.init_logit_scale)))  # 0-dim, as in OpenAI's weights
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.logit_scale.dtype
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """``(B, 3, image_size, image_size)`` float images -> ``(B, embed_dim)`` features.
+
+        Unnormalised by default, as OpenAI's ``encode_image``; ``normalize=True`` divides by the L2 norm.
+        """
+        features = self.visual(images)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """``(B, T)`` token ids (``T <= context_length``, as ``tokenizer.tokenize``) -> ``(B, embed_dim)`` features.
+
+        Unnormalised by default, as OpenAI's ``encode_text``; ``normalize=True`` divides by the L2 norm.
+        """
+        features = self.text(tokens)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled cosine similarities of every image with every text.
+
+        Returns ``(logits_per_image, logits_per_text)``: ``(B_images, B_texts)`` and its transpose. Row ``i`` of
+        ``logits_per_image`` scores image ``i`` against every text; with matching pairs the diagonal is the target.
+        """
+        image_features = self.encode_image(images, normalize=True)  # (B_i, E), unit length
+        text_features = self.encode_text(tokens, normalize=True)  # (B_t, E), unit length
+        logits_per_image = self.logit_scale.exp() * image_features @ text_features.T  # (B_i, B_t)
+        return logits_per_image, logits_per_image.T
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Number of parameters (all, or only those with ``requires_grad``)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ------------------------------------------------------------------ OpenAI interop
+    @classmethod
+    def from_openai_state_dict(
+        cls, state_dict: Mapping[str, torch.Tensor], vision_heads: int | None = None, text_heads: int | None = None,
+        **overrides,
+    ) -> "CLIP":
+        """Build a model from an OpenAI-format state dict (keys of openai/CLIP's ``clip/model.py``, ViT variants).
+
+        Every size is read from the tensors' shapes; the numbers of heads are not stored, so they default to
+        ``width // 64`` as OpenAI's ``build_model`` assumes (pass ``vision_heads``/``text_heads`` otherwise).
+        QuickGELU is used, the integer entries of released checkpoints (``input_resolution``, ``context_length``,
+        ``vocab_size``) are dropped, and fp16 weights are upcast to float32. ``overrides`` sets other
+        :class:`CLIPConfig` fields (e.g. ``eot_token_id`` for a vocabulary not laid out like OpenAI's, ``attn_impl``).
+        The model is returned in eval mode.
+        """
+        config = openai_config(state_dict, vision_heads, text_heads, **overrides)
+        model = cls(config)
+        ours = {}
+        for key, value in state_dict.items():
+            if key in _OPENAI_INT_ENTRIES:
+                continue
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                value = value.to(torch.float32)
+            ours[key if key.startswith("visual.") or key == "logit_scale" else "text." + key] = value
+        try:
+            model.load_state_dict(ours)
+        except RuntimeError as error:
+            raise ValueError(f"the state dict does not fit the configuration read from its shapes: {error}") from None
+        return model.eval()
+
+    def to_openai_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's weights under OpenAI's key names and shapes (loadable by openai/CLIP and open_clip)."""
+        if self.config.image_encoder != "vit":
+            raise ValueError("only ViT models have an OpenAI layout; this model's image_encoder is 'resnet'")
+        return {key.removeprefix("text."): value.detach().clone() for key, value in self.state_dict().items()}
+
+
+_OPENAI_INT_ENTRIES = ("input_resolution", "context_length", "vocab_size")
+_OPENAI_REQUIRED = ("visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.proj",
+                    "token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection",
+                    "logit_scale")
+
+
+def openai_config(state_dict: Mapping, vision_heads: int | None = None, text_heads: int | None = None,
+                  **overrides) -> CLIPConfig:
+    """Read a :class:`CLIPConfig` from the shapes of an OpenAI-format state dict; see ``from_openai_state_dict``."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+    if any(key.startswith("text.") for key in state_dict):
+        raise ValueError("this looks like a minclip state dict (keys start with 'text.'): load it with "
+                         "CLIP(config).load_state_dict(state_dict), not from_openai_state_dict")
+    if "visual.layer1.0.conv1.weight" in state_dict or "visual.attnpool.c_proj.weight" in state_dict:
+        raise ValueError("OpenAI's ResNet checkpoints (RN50, RN101, ...) are not supported: minclip's ResNet is a "
+                         "different, smaller network. Use a ViT checkpoint (ViT-B/32, ViT-B/16, ViT-L/14)")
+    missing = [key for key in _OPENAI_REQUIRED if key not in state_dict]
+    if missing:
+        raise ValueError(f"not an OpenAI CLIP state dict: missing keys {missing}. Expected the key names of "
+                         "openai/CLIP's clip/model.py, e.g. torch.jit.load('ViT-B-32.pt').state_dict()")
+
+    def blocks(prefix: str) -> int:
+        start = prefix + "transformer.resblocks."  # keys look like {start}{block index}.ln_1.weight
+        return len({key[len(start):].split(".")[0] for key in state_dict if key.startswith(start)})
+
+    conv = state_dict["visual.conv1.weight"]  # (width, 3, patch, patch)
+    vision_width, patch_size = conv.shape[0], conv.shape[-1]
+    grid = math.isqrt(state_dict["visual.positional_embedding"].shape[0] - 1)  # positions = grid^2 patches + 1 class
+    text_width = state_dict["ln_final.weight"].shape[0]
+    vocab_size = state_dict["token_embedding.weight"].shape[0]
+    vision_heads = vision_heads or vision_width // 64
+    text_heads = text_heads or text_width // 64
+    for tower, width, heads in (("vision", vision_width, vision_heads), ("text", text_width, text_heads)):
+        if heads == 0 or width % heads:
+            raise ValueError(f"cannot use {heads} heads for the {tower} width {width}: the number of heads is not "
+                             f"stored in the state dict; pass {tower}_heads= (a divisor of {width})")
+    inferred = dict(
+        embed_dim=state_dict["text_projection"].shape[1], image_encoder="vit", image_size=patch_size * grid,
+        patch_size=patch_size, vision_width=vision_width, vision_layers=blocks("visual."), vision_heads=vision_heads,
+        vocab_size=vocab_size, context_length=state_dict["positional_embedding"].shape[0], text_width=text_width,
+        text_layers=blocks(""), text_heads=text_heads,
+    )
+    clash = sorted(set(overrides) & set(inferred))
+    if clash:
+        raise ValueError(f"{clash} are read from the state dict's shapes and cannot be overridden")
+    return CLIPConfig(**{"activation": "quick_gelu", **inferred, **overrides})
+
+
+def load_openai_checkpoint(path, vision_heads: int | None = None, text_heads: int | None = None,
+                           **overrides) -> CLIP:
+    """Load OpenAI's released CLIP weights (a TorchScript archive such as ``ViT-B-32.pt``) or a file holding an
+    OpenAI-format state dict (``torch.save(state_dict, path)``) into a float32 :class:`CLIP` in eval mode.
+
+    Arguments after ``path`` are those of :meth:`CLIP.from_openai_state_dict`. Nothing is downloaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:  # OpenAI released TorchScript archives: the weights are the scripted module's state dict
+        with warnings.catch_warnings():  # recent torch deprecates TorchScript; OpenAI's files still are TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:  # not TorchScript: a plain saved state dict (tensors only, so weights_only is safe)
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    return CLIP.from_openai_state_dict(state_dict, vision_heads, text_heads, **overrides)
