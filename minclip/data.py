@@ -1,0 +1,502 @@
+"""Data: the shipped bilingual emoji captioning set, captions, model input, augmentation, batching and a gallery.
+
+CLIP learns from (image, caption) pairs. minclip ships a real, small set in `data/emoji/`: 3,655 emoji rendered at
+64x64 from Noto Color Emoji, each with an English and a Korean name and keywords from Unicode CLDR
+(data/README.md tells how it is built, split and licensed). This module turns it into tensors:
+
+    load_emoji()          verified records + uint8 images (N, S, S, 3), cached per image size
+    EmojiDataset          a torch Dataset of (image uint8 (S, S, 3), caption str) for one split and language;
+                          training captions come from a few templates, evaluation captions are the plain name
+    to_model_input        uint8 (N, H, W, 3) -> normalised float (N, 3, H, W), what the vision tower takes
+    augment               random small shifts and mirror images that never contradict the caption
+    Collate               a DataLoader collate_fn: augment, normalise, tokenise -> (images, tokens)
+    DistinctBatchSampler  batches in which no caption and no image appears twice (no false negatives)
+    show_gallery          images with their captions in a matplotlib grid, Korean included
+
+Everything after `EmojiDataset` works for any dataset that returns (uint8 image (H, W, 3), caption str), such as
+`minclip.shapes`. Normalisation uses OpenAI CLIP's channel mean and std (clip/clip.py `_transform`) so that the same
+input also feeds imported OpenAI weights.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import json
+import random
+import re
+import textwrap
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "emoji"  # the shipped set, beside the package
+SHIPPED_SIZE = 64  # images_64.npz holds (N, 64, 64, 3); smaller sizes are made from it at load time
+SPLITS = ("train", "val", "test", "all")
+LANGS = ("en", "ko", "both")
+
+# OpenAI CLIP's per-channel statistics of its training images (RGB, on a 0..1 scale). The emoji set's own are
+# mean (0.80, 0.75, 0.71), std (0.30, 0.30, 0.35) (white backgrounds), so its inputs centre near +1.2 rather than 0;
+# ln_pre after the patch embedding absorbs that, and keeping OpenAI's values lets the same tensors feed pretrained
+# OpenAI weights. Pass mean/std to `to_model_input` and `Collate` to use others.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+REBUILD_HINT = (
+    "restore the shipped files with `git checkout -- data/emoji` or rebuild them with "
+    "`python data/build_emoji.py` (see data/README.md)"
+)
+
+# Training caption templates. Every template contains the name, so each caption identifies its image; keywords
+# and the group add variety. {keywords} is 1-3 keywords that do not repeat the name.
+TEMPLATES = {
+    "en": (
+        "{name}",
+        "an emoji of {name}",
+        "a picture of {name}",
+        "{name}, {keywords}",
+        "an emoji of {name}: {keywords}",
+        "{name}, from the {group} group",
+    ),
+    "ko": (
+        "{name}",
+        "{name} 이모지",
+        "{name} 그림",
+        "{name}, {keywords}",
+        "{name} 이모지: {keywords}",
+        "{group} 그룹의 {name}",
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_files(root: Path, names: Sequence[str]) -> None:
+    """Check `names` in `root` against `root/SHA256SUMS`; raise naming the file and the fix if one is wrong.
+
+    Raises FileNotFoundError for a missing file (or manifest) and ValueError for a file whose SHA-256 differs.
+    """
+    manifest = root / "SHA256SUMS"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"checksum manifest {manifest} is missing: {REBUILD_HINT}")
+    expected = {}
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.partition("  ")
+        expected[name.strip()] = digest.strip()
+    for name in names:
+        path = root / name
+        if name not in expected:
+            raise ValueError(f"{manifest} has no checksum for {name}: {REBUILD_HINT}")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: {REBUILD_HINT}")
+        actual = _sha256(path)
+        if actual != expected[name]:
+            raise ValueError(
+                f"{path} is corrupt or modified: SHA-256 {actual[:16]}... but {manifest.name} expects "
+                f"{expected[name][:16]}...; {REBUILD_HINT}"
+            )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_verified(root: str, manifest_text: str) -> tuple[tuple[dict, ...], torch.Tensor]:
+    # Keyed by the manifest's text, so a rebuilt set is loaded again; verification runs once per version.
+    path = Path(root)
+    verify_files(path, ["captions.jsonl", f"images_{SHIPPED_SIZE}.npz"])
+    with open(path / "captions.jsonl", encoding="utf-8") as f:
+        records = tuple(json.loads(line) for line in f)
+    with np.load(path / f"images_{SHIPPED_SIZE}.npz") as npz:
+        images = torch.from_numpy(npz["images"])  # (N, 64, 64, 3) uint8
+    if images.shape != (len(records), SHIPPED_SIZE, SHIPPED_SIZE, 3) or images.dtype != torch.uint8:
+        raise ValueError(f"{path} holds images {tuple(images.shape)} {images.dtype} for {len(records)} records")
+    return records, images
+
+
+@functools.lru_cache(maxsize=8)
+def _resized(root: str, manifest_text: str, size: int) -> torch.Tensor:
+    return resize_images(_load_verified(root, manifest_text)[1], size)
+
+
+def _shared(image_size: int, root: str | Path | None) -> tuple[tuple[dict, ...], torch.Tensor]:
+    """The cached records and images (shared between callers: never modify them in place)."""
+    if not isinstance(image_size, int) or not 1 <= image_size <= SHIPPED_SIZE:
+        raise ValueError(f"image_size must be an int in 1..{SHIPPED_SIZE} (the shipped size), got {image_size!r}")
+    root = Path(root) if root is not None else DATA_DIR
+    manifest = root / "SHA256SUMS"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"checksum manifest {manifest} is missing: {REBUILD_HINT}")
+    key = (str(root.resolve()), manifest.read_text(encoding="utf-8"))
+    records, images = _load_verified(*key)
+    return records, (images if image_size == SHIPPED_SIZE else _resized(*key, image_size))
+
+
+def load_emoji(image_size: int = SHIPPED_SIZE, root: str | Path | None = None) -> tuple[list[dict], torch.Tensor]:
+    """All records and images of the shipped emoji set, checked against SHA256SUMS (cached per size).
+
+    Returns (records, images): `records[i]` is the dict of line i of captions.jsonl (emoji, name_en, name_ko,
+    keywords_en, keywords_ko, group, subgroup, group_ko, base, family, tones, gender, split, holdout, duplicate_of,
+    duplicate_group, ...; data/README.md lists them) and `images[i]` its uint8 image (image_size, image_size, 3).
+    A missing file raises FileNotFoundError, a changed one ValueError, both naming the file and the fix.
+
+        >>> records, images = load_emoji(32)
+        >>> len(records), tuple(images.shape), records[0]["name_en"]
+        (3655, (3655, 32, 32, 3), 'grinning face')
+    """
+    records, images = _shared(image_size, root)
+    return [dict(r) for r in records], images.clone()
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Downscale uint8 images (N, H, W, 3) -> (N, size, size, 3) by area averaging (each output pixel is the mean
+    of the input pixels it covers; exact for integer factors such as 64 -> 32, no aliasing of thin lines)."""
+    x = images.permute(0, 3, 1, 2).contiguous().float()  # (N, 3, H, W)
+    x = F.interpolate(x, size=(size, size), mode="area")  # (N, 3, size, size)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (N, size, size, 3)
+
+
+# --------------------------------------------------------------------------------------------- captions
+def make_caption(record: dict, lang: str, rng: random.Random) -> str:
+    """One training caption for a record in `lang` ('en' or 'ko'), with a template and keywords drawn from `rng`.
+
+        >>> rec = {"name_en": "red heart", "keywords_en": ["emotion", "heart", "love", "red heart"],
+        ...        "group": "Smileys & Emotion"}
+        >>> [make_caption(rec, "en", random.Random(seed)) for seed in (0, 1, 5)]
+        ['red heart, emotion, love', 'an emoji of red heart', 'an emoji of red heart: love, emotion']
+
+    Keywords contained in the name ("heart", "red heart") are left out: they would only repeat it.
+    """
+    name = record[f"name_{lang}"]
+    group = record["group"].lower() if lang == "en" else record["group_ko"]
+    keywords = [k for k in record[f"keywords_{lang}"] if k.lower() not in name.lower()]
+    templates = TEMPLATES[lang] if keywords else [t for t in TEMPLATES[lang] if "{keywords}" not in t]
+    template = rng.choice(templates)
+    chosen = rng.sample(keywords, rng.randint(1, min(3, len(keywords)))) if "{keywords}" in template else []
+    return template.format(name=name, keywords=", ".join(chosen), group=group)
+
+
+class EmojiDataset(Dataset):
+    """The shipped emoji set as (image, caption) pairs for one split and language.
+
+    Args:
+        split: "train", "val", "test" (held-out compositions, see data/README.md) or "all".
+        lang: "en", "ko" or "both" (training captions pick a language per image and epoch).
+        image_size: side S of the returned images, 1..64 (smaller than 64: area-downscaled once, cached).
+        captions: "train" (templates over name, keywords and group, drawn per epoch) or "eval" (the plain name).
+        seed: with `set_epoch`, fixes every training caption: caption(i) depends only on (seed, epoch, image).
+        root: folder holding the shipped files (default: data/emoji next to the package).
+
+    Item i is (images[i] uint8 (S, S, 3), caption str). Whole-split tensors are attributes, so training can
+    prepare everything up front: `images` uint8 (N, S, S, 3), `records` (dicts, see `load_emoji`),
+    `duplicate_groups` (equal ids = byte-identical images; for `DistinctBatchSampler`), `captions(epoch)`.
+
+        >>> test = EmojiDataset("test", lang="ko", image_size=32, captions="eval")
+        >>> image, caption = test[0]
+        >>> tuple(image.shape), image.dtype
+        ((32, 32, 3), torch.uint8)
+    """
+
+    def __init__(self, split: str = "train", lang: str = "en", image_size: int = SHIPPED_SIZE,
+                 captions: str = "train", seed: int = 0, root: str | Path | None = None):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if lang not in LANGS:
+            raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
+        if captions not in ("train", "eval"):
+            raise ValueError(f"captions must be 'train' (templates) or 'eval' (plain names), got {captions!r}")
+        if captions == "eval" and lang == "both":
+            raise ValueError("evaluation captions are the plain name in one language: use lang='en' or lang='ko'")
+        records, images = _shared(image_size, root)
+        keep = [i for i, r in enumerate(records) if split == "all" or r["split"] == split]
+        self.split, self.lang, self.image_size, self.caption_mode, self.seed = split, lang, image_size, captions, seed
+        self.records = [dict(records[i]) for i in keep]
+        self.images = images[keep]  # (N, S, S, 3) uint8, a copy holding only this split
+        self.duplicate_groups = [r["index"] if r["duplicate_group"] is None else r["duplicate_group"]
+                                 for r in self.records]
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        return self.images[i], self.caption(i)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw training captions for `epoch` from now on (call it, like DistributedSampler's, every epoch)."""
+        self.epoch = epoch
+
+    def caption(self, i: int, epoch: int | None = None) -> str:
+        """The caption of item i at `epoch` (default: the current one)."""
+        record = self.records[i]
+        if self.caption_mode == "eval":
+            return record[f"name_{self.lang}"]
+        epoch = self.epoch if epoch is None else epoch
+        rng = random.Random(f"{self.seed}:{epoch}:{record['index']}")  # the same image gets the same caption
+        lang = self.lang if self.lang != "both" else rng.choice(("en", "ko"))
+        return make_caption(record, lang, rng)
+
+    def captions(self, epoch: int | None = None) -> list[str]:
+        """All captions of the split at `epoch` (default: the current one), in item order."""
+        return [self.caption(i, epoch) for i in range(len(self))]
+
+
+# --------------------------------------------------------------------------------------------- model input
+def to_model_input(images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,
+                   std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """uint8 images (N, H, W, 3) -> float32 (N, 3, H, W), scaled to 0..1 and normalised per channel.
+
+        >>> x = to_model_input(torch.full((2, 4, 4, 3), 255, dtype=torch.uint8))
+        >>> tuple(x.shape), round(x[0, 0, 0, 0].item(), 4)   # (1 - 0.4815) / 0.2686
+        ((2, 3, 4, 4), 1.9303)
+    """
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 \
+            or images.shape[-1] != 3:
+        got = f"{tuple(images.shape)} {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a uint8 tensor (N, H, W, 3), got {got}; stack single images with "
+                         "torch.stack and convert numpy arrays with torch.from_numpy")
+    x = images.permute(0, 3, 1, 2).float() / 255  # (N, 3, H, W)
+    mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def from_model_input(x: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,
+                     std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """The inverse of `to_model_input`: float (N, 3, H, W) -> uint8 (N, H, W, 3), for looking at batches."""
+    mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x.detach() * std + mean) * 255
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (N, H, W, 3)
+
+
+# --------------------------------------------------------------------------------------------- augmentation
+# A mirror image contradicts a caption that names a side or a direction, and garbles text, digits, clock hands and
+# flags. English words are matched whole; Korean ones anywhere in a word, since particles attach to them (왼쪽으로).
+_NO_FLIP_EN = re.compile(
+    r"\b(left|right|leftwards?|rightwards?|arrows?|clockwise|anticlockwise|counterclockwise|clocks?|thirty"
+    r"|keycaps?|letters?|input|latin|buttons?|flags?|signs?|symbols?|numbers?|question|dollar|yen|euro|pound|currency"
+    r"|copyright|registered|trade|zzz|hundred|calendar|newspaper|reverse|forward|backward|facing)\b|\d",
+    re.IGNORECASE,
+)
+_NO_FLIP_KO = re.compile(
+    r"왼쪽|오른쪽|좌우|[좌우상하][상하]?향|화살|뒤로|시계|(^|\s)[시곧](\s|$|:|,)|깃발|국기|키 캡|버튼|기호|표시|숫자"
+    r"|문자|알파벳|편지|물음표|느낌표|상표|저작권|달력|신문|달러|유로|파운드|엔화|종료|켜짐"
+)
+
+
+def flip_allowed(caption: str) -> bool:
+    """Whether a horizontal mirror image still fits `caption` (no sides, directions, text, digits, clocks, flags).
+
+        >>> flip_allowed("grinning face"), flip_allowed("backhand index pointing left"), flip_allowed("왼쪽 말풍선")
+        (True, False, False)
+    """
+    return not (_NO_FLIP_EN.search(caption) or _NO_FLIP_KO.search(caption))
+
+
+def augment(images: torch.Tensor, captions: Sequence[str], max_shift: int = 2, flip: bool = True,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Caption-respecting augmentation of uint8 images (B, H, W, 3) -> (B, H, W, 3).
+
+    Each image is shifted by up to `max_shift` pixels in x and y (the border pixels are repeated into the gap,
+    which is the white background for emoji) and, if `flip` and `flip_allowed(caption)`, mirrored left-right with
+    probability 1/2. Shifts keep relative positions, so relations such as "left of" stay true.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (B, H, W, 3), got {tuple(images.shape)} {images.dtype}")
+    if len(captions) != len(images):
+        raise ValueError(f"got {len(images)} images but {len(captions)} captions")
+    B, H, W, _ = images.shape
+    out = images.clone()
+    if max_shift > 0:
+        padded = F.pad(images.permute(0, 3, 1, 2).float(), [max_shift] * 4, mode="replicate")  # (B, 3, H+2m, W+2m)
+        padded = padded.to(torch.uint8).permute(0, 2, 3, 1)  # (B, H+2m, W+2m, 3)
+        dy, dx = torch.randint(0, 2 * max_shift + 1, (2, B), generator=generator).tolist()
+        for b in range(B):
+            out[b] = padded[b, dy[b]:dy[b] + H, dx[b]:dx[b] + W]
+    if flip:
+        coin = torch.rand(B, generator=generator) < 0.5
+        mirror = torch.tensor([bool(c) and flip_allowed(t) for c, t in zip(coin, captions)])
+        out[mirror] = out[mirror].flip(2)  # W is dim 2 of (B, H, W, 3)
+    return out
+
+
+class Collate:
+    """A DataLoader `collate_fn`: list of (uint8 image (S, S, 3), caption) -> (images float (B, 3, S, S),
+    tokens long (B, context_length)).
+
+    Args:
+        tokenizer: anything with `.tokenize(list[str], context_length) -> LongTensor (B, context_length)`, such as
+            minclip.tokenizer.BPETokenizer.
+        context_length: token positions per caption (77 in OpenAI CLIP).
+        augment: apply `augment` (shifts, caption-respecting mirror images) before normalising; for training.
+        max_shift, seed: augmentation strength and the seed of its own torch.Generator (a DataLoader with
+            num_workers > 0 copies it into every worker: give workers different seeds or augment in the main process).
+
+        >>> loader = DataLoader(EmojiDataset("train", image_size=32), batch_size=64,
+        ...                     collate_fn=Collate(tokenizer, augment=True))        # doctest: +SKIP
+    """
+
+    def __init__(self, tokenizer, context_length: int = 77, augment: bool = False, max_shift: int = 2,
+                 seed: int = 0, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
+        if not callable(getattr(tokenizer, "tokenize", None)):
+            raise TypeError(f"tokenizer must have a .tokenize(texts, context_length) method, got {tokenizer!r}")
+        self.tokenizer, self.context_length = tokenizer, context_length
+        self.augment, self.max_shift, self.mean, self.std = augment, max_shift, mean, std
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, batch: Sequence[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.stack([torch.as_tensor(image) for image, _ in batch])  # (B, S, S, 3) uint8
+        captions = [caption for _, caption in batch]
+        if self.augment:
+            images = augment(images, captions, self.max_shift, generator=self.generator)
+        tokens = self.tokenizer.tokenize(captions, self.context_length)  # (B, context_length)
+        return to_model_input(images, self.mean, self.std), tokens
+
+
+# --------------------------------------------------------------------------------------------- batching
+def _normalise(caption: str) -> str:
+    return " ".join(caption.casefold().split())  # "Red  Heart" and "red heart" are one caption to the model
+
+
+class DistinctBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of indices in which no two items share a caption or an image group.
+
+    The contrastive loss treats every other pair in a batch as a negative; two equal captions (or two identical
+    images, e.g. the flags of Norway and Svalbard) in one batch would be false negatives. The sampler makes
+    ceil(N / batch_size) batches and fills them in a seeded random order, each item going to the first batch that
+    has room and holds neither its caption nor its group. Items whose caption or group is shared go first, so
+    they spread over different batches; a class larger than the number of batches opens extra ones.
+
+    Args:
+        captions: the captions, or a function epoch -> captions (e.g. `dataset.captions`) when they change per epoch.
+        batch_size: at most this many items per batch; all batches are full except the last (or extra ones).
+        groups: optional group id per item (e.g. `dataset.duplicate_groups`); items with equal ids never share a batch.
+        shuffle, seed: a new seeded order per epoch (`set_epoch`), else index order.
+        drop_last: leave out batches smaller than batch_size.
+
+        >>> sampler = DistinctBatchSampler(["a cat", "a cat", "a dog", "A  Cat"], batch_size=2, shuffle=False)
+        >>> list(sampler)
+        [[0, 2], [1], [3]]
+    """
+
+    def __init__(self, captions: Sequence[str] | Callable[[int], Sequence[str]], batch_size: int,
+                 groups: Sequence | None = None, shuffle: bool = True, drop_last: bool = False, seed: int = 0):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.captions, self.batch_size, self.groups = captions, batch_size, groups
+        self.shuffle, self.drop_last, self.seed, self.epoch = shuffle, drop_last, seed, 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self, epoch: int | None = None) -> list[list[int]]:
+        """The batches of `epoch` (default: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        captions = self.captions(epoch) if callable(self.captions) else self.captions
+        n, size = len(captions), self.batch_size
+        if self.groups is not None and len(self.groups) != n:
+            raise ValueError(f"got {n} captions but {len(self.groups)} groups")
+        keys = [(("caption", _normalise(c)),) + ((("group", self.groups[i]),) if self.groups is not None else ())
+                for i, c in enumerate(captions)]
+        class_size = collections.Counter(k for item_keys in keys for k in item_keys)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
+        order.sort(key=lambda i: -max(class_size[k] for k in keys[i]))  # stable: random order within a class size
+        n_batches = -(-n // size)
+        capacity = [size] * (n_batches - 1) + [n - size * (n_batches - 1)] if n else []
+        batches = [[] for _ in capacity]
+        used = [set() for _ in capacity]
+        first_open = 0  # batches before it are full
+        for i in order:
+            for b in range(first_open, len(batches)):
+                if len(batches[b]) < capacity[b] and used[b].isdisjoint(keys[i]):
+                    break
+            else:  # every batch is full or conflicts: open another one
+                b = len(batches)
+                batches.append([]), used.append(set()), capacity.append(size)
+            batches[b].append(i)
+            used[b].update(keys[i])
+            while first_open < len(batches) and len(batches[first_open]) == capacity[first_open]:
+                first_open += 1
+        batches = [b if self.shuffle else sorted(b) for b in batches if b]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == size]
+        self._cache = (epoch, batches)
+        return batches
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+# --------------------------------------------------------------------------------------------- gallery
+FONT_KO = DATA_DIR / "font_ko.ttf"  # Hangul subset of an OFL font (matplotlib's own fonts have no Hangul)
+
+
+@functools.lru_cache(maxsize=1)
+def caption_fonts() -> tuple[str, ...]:
+    """Font families for captions: matplotlib's DejaVu Sans, then the shipped Hangul font as a fallback."""
+    from matplotlib import font_manager
+
+    if not FONT_KO.is_file():
+        warnings.warn(f"{FONT_KO} is missing, Korean captions will show as boxes: {REBUILD_HINT}", stacklevel=3)
+        return ("DejaVu Sans",)
+    font_manager.fontManager.addfont(str(FONT_KO))
+    return ("DejaVu Sans", font_manager.FontProperties(fname=str(FONT_KO)).get_name())
+
+
+def show_gallery(images, captions: Sequence[str] | None = None, ncols: int = 8, scale: float = 1.4,
+                 colors: Sequence[str] | None = None, title: str | None = None, wrap: int = 16):
+    """Show images in a grid with their captions below; returns the matplotlib Figure.
+
+    Args:
+        images: uint8 (N, H, W, 3) (tensor or array), or model input float (N, 3, H, W) (un-normalised with
+            `from_model_input`).
+        captions: one string per image, English or Korean (or None).
+        ncols: images per row; scale: inches per image; wrap: characters per caption line.
+        colors: optional caption colour per image, e.g. "green"/"red" for right/wrong retrievals.
+    """
+    import matplotlib.pyplot as plt
+
+    images = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if images.is_floating_point() and images.ndim == 4 and images.shape[1] == 3:
+        images = from_model_input(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3) uint8 or (N, 3, H, W) model input, got {tuple(images.shape)}")
+    n = len(images)
+    if captions is not None and len(captions) != n:
+        raise ValueError(f"got {n} images but {len(captions)} captions")
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    lines = max((len(textwrap.wrap(c, wrap)) for c in captions), default=0) if captions else 0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * scale, nrows * scale * (1 + 0.18 * lines)),
+                             squeeze=False)
+    family = list(caption_fonts())
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(images[k].cpu().numpy(), interpolation="nearest")
+        if captions is not None:
+            ax.set_title("\n".join(textwrap.wrap(captions[k], wrap)), fontsize=8, family=family,
+                         color=colors[k] if colors is not None else "black")
+    if title:
+        fig.suptitle(title, family=family)
+    fig.tight_layout()
+    return fig
