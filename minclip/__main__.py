@@ -130,8 +130,6 @@ def _eval(args) -> int:
 
 
 def _search(args) -> int:
-    import torch
-
     from . import plots
     from .data import EmojiDataset
     from .evaluate import encode_images, encode_texts

@@ -22,6 +22,7 @@ loss.py the objective, evaluate.py the held-out report; `python -m minclip train
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -198,7 +199,7 @@ def model_from_checkpoint(state: dict, expected: CLIPConfig | None = None) -> tu
     if expected is not None and expected != config:
         differences = {f.name: (getattr(config, f.name), getattr(expected, f.name))
                        for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(expected, f.name)}
-        raise ValueError(f"the checkpoint's model config differs from this run's: "
+        raise ValueError("the checkpoint's model config differs from this run's: "
                          + ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in differences.items())
                          + "; resume with the same --preset and options, or start a new --out folder")
     model = CLIP(config)
@@ -274,6 +275,27 @@ def freeze_for_recipe(model: CLIP, config: TrainConfig) -> CLIP:
     return model
 
 
+def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimizer, grad_clip: float,
+               autocast=None) -> float:
+    """One contrastive step on a batch of matching pairs; returns the loss as a Python float.
+
+    Encode both towers, normalise, score every image against every text with the learned temperature, take the
+    symmetric cross-entropy, step the optimiser on clipped gradients, then clamp the temperature as CLIP does.
+    `autocast` (e.g. `torch.autocast("cuda", dtype=torch.bfloat16)`) wraps the forward pass only.
+    """
+    with autocast if autocast is not None else contextlib.nullcontext():
+        image_features = model.encode_image(images, normalize=True)  # (B, E), unit length
+        text_features = model.encode_text(tokens, normalize=True)  # (B, E), unit length
+    loss = clip_loss(image_features.float(), text_features.float(), model.logit_scale.exp())  # in float32
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)  # T >= 0.01: the logits cannot grow without bound
+    return loss.item()
+
+
 def train(config: TrainConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True,
           stop_after: int | None = None) -> TrainResult:
     """Train a CLIP as `config` says; write `out/checkpoint.pt` after every evaluation and at the end.
@@ -321,7 +343,7 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
         history, step = resumed["history"], resumed["step"]
         _set_rng_state(resumed["rng"])
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step")
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     while step < end:
@@ -340,23 +362,14 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
                 images = augment(images, [captions[i] for i in batch], generator=generator)
             images, tokens = to_model_input(images).to(device), tokens_all[index].to(device)
-            with autocast:
-                image_features = model.encode_image(images, normalize=True)  # (B, E)
-                text_features = model.encode_text(tokens, normalize=True)  # (B, E)
-                loss = clip_loss(image_features.float(), text_features.float(), model.logit_scale.exp())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast)
             scheduler.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
             step += 1
             temperature = math.exp(-model.logit_scale.item())
-            for key, value in (("step", step), ("loss", loss.item()), ("temperature", temperature),
+            for key, value in (("step", step), ("loss", loss), ("temperature", temperature),
                                ("lr", scheduler.get_last_lr()[0])):
                 history[key].append(value)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", T=f"{temperature:.4f}",
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", T=f"{temperature:.4f}",
                             pairs_s=f"{len(batch) / (time.perf_counter() - tick):.0f}")
             bar.update(1)
         end_of_epoch = step % steps_per_epoch == 0 or step >= total_steps

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from minclip.model import CLIP, CLIPConfig, PRESETS, load_openai_checkpoint, openai_config
+from minclip.model import CLIP, CLIPConfig, load_openai_checkpoint, openai_config
 from tests.references import openai_clip_model
 
 # (reference CLIP arguments, text heads). The reference gives its ViT width // 64 heads; text heads are an argument.
