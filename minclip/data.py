@@ -382,6 +382,10 @@ class DistinctBatchSampler(Sampler[list[int]]):
         captions: the captions, or a function epoch -> captions (e.g. `dataset.captions`) when they change per epoch.
         batch_size: at most this many items per batch; all batches are full except the last (or extra ones).
         groups: optional group id per item (e.g. `dataset.duplicate_groups`); items with equal ids never share a batch.
+        families: optional family label per item (e.g. the base emoji of its skin-tone and gender variants). The
+            shuffled order then keeps each family together, so batches hold siblings: *hard negatives* that the
+            loss can only tell apart by the detail that differs (a tone, a gender), where random batches mostly
+            hold easy negatives that differ in everything.
         shuffle, seed: a new seeded order per epoch (`set_epoch`), else index order.
         drop_last: leave out batches smaller than batch_size.
 
@@ -391,10 +395,11 @@ class DistinctBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, captions: Sequence[str] | Callable[[int], Sequence[str]], batch_size: int,
-                 groups: Sequence | None = None, shuffle: bool = True, drop_last: bool = False, seed: int = 0):
+                 groups: Sequence | None = None, shuffle: bool = True, drop_last: bool = False, seed: int = 0,
+                 families: Sequence | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.captions, self.batch_size, self.groups = captions, batch_size, groups
+        self.captions, self.batch_size, self.groups, self.families = captions, batch_size, groups, families
         self.shuffle, self.drop_last, self.seed, self.epoch = shuffle, drop_last, seed, 0
         self._cache: tuple[int, list[list[int]]] | None = None
 
@@ -408,13 +413,19 @@ class DistinctBatchSampler(Sampler[list[int]]):
             return self._cache[1]
         captions = self.captions(epoch) if callable(self.captions) else self.captions
         n, size = len(captions), self.batch_size
-        if self.groups is not None and len(self.groups) != n:
-            raise ValueError(f"got {n} captions but {len(self.groups)} groups")
+        for name in ("groups", "families"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
+                raise ValueError(f"got {n} captions but {len(getattr(self, name))} {name}")
         keys = [(("caption", _normalise(c)),) + ((("group", self.groups[i]),) if self.groups is not None else ())
                 for i, c in enumerate(captions)]
         class_size = collections.Counter(k for item_keys in keys for k in item_keys)
         generator = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
+        if self.families is not None:  # each family contiguous, families in the order of their first member
+            members: dict = {}
+            for i in order:
+                members.setdefault(self.families[i], []).append(i)
+            order = [i for family in members.values() for i in family]
         order.sort(key=lambda i: -max(class_size[k] for k in keys[i]))  # stable: random order within a class size
         n_batches = -(-n // size)
         capacity = [size] * (n_batches - 1) + [n - size * (n_batches - 1)] if n else []

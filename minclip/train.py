@@ -64,6 +64,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # largest gradient norm; larger gradients are scaled down to it
     vocab_size: int = 2048  # BPE vocabulary learned on the training captions (512 bytes + merges + 2 specials)
     augment: bool = True  # pixel shifts and caption-respecting mirror images
+    family_batches: bool = False  # emoji: keep skin-tone/gender siblings in one batch, as hard negatives
     seed: int = 0  # seeds the model's initialisation, the batches, the captions and the augmentation
     eval_every: int = 5  # evaluate on the validation split every this many epochs (0: only at the end)
     max_steps: int | None = None  # stop after this many steps (for tests and quick looks); None: all epochs
@@ -324,9 +325,11 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
     freeze_for_recipe(model, config).to(device)
     context_length = model.config.context_length
 
+    families = [record["family"] for record in train_set.records] if config.family_batches and config.data == "emoji" \
+        else None
     sampler = DistinctBatchSampler(lambda epoch: epoch_captions(train_set, epoch), config.batch_size,
                                    groups=getattr(train_set, "duplicate_groups", None), drop_last=True,
-                                   seed=config.seed)
+                                   seed=config.seed, families=families)
     steps_per_epoch = len(sampler.batches(0))
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:

@@ -416,6 +416,28 @@ def test_sampler_keeps_equal_captions_and_duplicate_images_apart():
                                                                               groups=train.duplicate_groups))
 
 
+def test_sampler_keeps_families_together_as_hard_negatives():
+    train = EmojiDataset("train", lang="en", image_size=8, captions="eval")
+    families = [r["family"] for r in train.records]
+    sampler = DistinctBatchSampler(train.captions, 128, groups=train.duplicate_groups, families=families, seed=0)
+    batches = list(sampler)
+    _assert_valid_batches(batches, train.captions(), train.duplicate_groups, len(train), 128)
+    batch_of = {i: b for b, batch in enumerate(batches) for i in batch}
+    members = collections.defaultdict(list)
+    for i, family in enumerate(families):
+        members[family].append(i)
+    for family, items in members.items():  # a family that fits in a batch is split over at most two batches
+        identical_images = len({train.duplicate_groups[i] for i in items}) < len(items)  # (the snowboarders)
+        if len(items) <= 128 and not identical_images:
+            assert len({batch_of[i] for i in items}) <= 2, family
+    siblings_per_batch = [len(b) - len({families[i] for i in b}) for b in batches]
+    random_batches = DistinctBatchSampler(train.captions, 128, groups=train.duplicate_groups, seed=0)
+    random_siblings = [len(b) - len({families[i] for i in b}) for b in random_batches]
+    assert sum(siblings_per_batch) > 2 * sum(random_siblings)  # many more siblings meet in a batch
+    with pytest.raises(ValueError, match="got 3032 captions but 2 families"):
+        DistinctBatchSampler(train.captions, 128, families=["a", "b"]).batches()
+
+
 def test_sampler_with_many_repeated_captions():
     captions = [f"a {c} circle" for c in ("red", "blue", "green")] * 40 + [f"shape {i}" for i in range(200)]
     sampler = DistinctBatchSampler(captions, batch_size=16, seed=0)
