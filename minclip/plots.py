@@ -55,7 +55,9 @@ def similarity_matrix(similarity: torch.Tensor, images: torch.Tensor, captions: 
     axis.set_yticks([i + 0.5 for i in range(n_captions)], captions, fontsize=8, fontfamily=caption_fonts())
     axis.set_xticks([])
     for column in range(n_images):  # thumbnails above the columns
-        axis.imshow(images[column].numpy(), extent=(column + 0.05, column + 0.95, -0.05, -0.95), clip_on=False)
+        axis.imshow(images[column].numpy(), extent=(column + 0.05, column + 0.95, -0.05, -0.95), clip_on=False,
+                    aspect="auto")
+    axis.set_xlim(0, n_images)  # each imshow resets the limits to its own extent: restore the whole matrix
     axis.set_ylim(n_captions, -1)
     figure.colorbar(shown, ax=axis, fraction=0.03, label="cosine similarity")
     if title:
