@@ -43,6 +43,22 @@ def first_eot_index(tokens: torch.Tensor, eot_token_id: int) -> torch.Tensor:
     return torch.where(tokens == eot_token_id, positions, T).min(dim=1).values  # (B,)
 
 
+def trim_padding(tokens: torch.Tensor, eot_token_id: int) -> torch.Tensor:
+    """Drop the columns after the last end-of-text token of the batch: ``(B, T)`` -> ``(B, T')``, ``T' <= T``.
+
+    Exact, not an approximation: with the causal mask no position attends to a later one, and the pooled feature
+    is read at the end-of-text token, so the padding after it never influences the output (with first-token
+    pooling the padding is masked out as keys). Captions average ~10 of the 32 positions here, so trimming the
+    batch to its longest caption skips work the model would throw away.
+
+    >>> trim_padding(torch.tensor([[5, 1, 9, 0, 0], [5, 9, 0, 0, 0]]), eot_token_id=9)
+    tensor([[5, 1, 9],
+            [5, 9, 0]])
+    """
+    longest = int(first_eot_index(tokens, eot_token_id).max()) + 1 if len(tokens) else 0
+    return tokens[:, : min(longest, tokens.shape[1])]  # (B, T'): rows without eot keep every column
+
+
 class TextTransformer(nn.Module):
     """The text encoder: ``(B, T)`` token ids -> ``(B, embed_dim)`` unnormalised features; see the module docstring.
 

@@ -41,6 +41,7 @@ from .evaluate import heldout_report, retrieval_evaluate
 from .loss import clip_loss
 from .model import CLIP, CLIPConfig
 from .shapes import ShapesDataset
+from .text import trim_padding
 from .tokenizer import BPETokenizer
 
 CHECKPOINT_FORMAT = "minclip-checkpoint"
@@ -364,7 +365,8 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
             if config.augment:
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
                 images = augment(images, [captions[i] for i in batch], generator=generator)
-            images, tokens = to_model_input(images).to(device), tokens_all[index].to(device)
+            tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T): same result, less work
+            images, tokens = to_model_input(images).to(device), tokens.to(device)
             loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast)
             scheduler.step()
             step += 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minclip import text
-from minclip.text import TextTransformer, first_eot_index
+from minclip.text import TextTransformer, first_eot_index, trim_padding
 
 VOCAB, CONTEXT, WIDTH, EMBED = 50, 12, 32, 16
 SOT, EOT = 48, 49
@@ -89,6 +89,19 @@ def test_padding_after_eot_leaves_features_unchanged(pooling):
         noisy[row, n + 2:] = torch.randint(0, VOCAB, (CONTEXT - n - 2,), generator=torch.Generator().manual_seed(row))
     torch.testing.assert_close(tower(noisy), tower(tokens))
     torch.testing.assert_close(tower(tokens[:, :10]), tower(tokens))  # shorter rows: the same texts, same features
+
+
+@pytest.mark.parametrize("pooling", ["eot", "first"])
+def test_trim_padding_keeps_the_longest_text_and_the_features(pooling):
+    tower = make_tower(pooling=pooling)
+    tokens = make_tokens([2, 5, 3])
+    trimmed = trim_padding(tokens, EOT)
+    assert trimmed.shape == (3, 7)  # sot + 5 ids + eot of the longest row
+    assert torch.equal(trimmed, tokens[:, :7])
+    torch.testing.assert_close(tower(trimmed), tower(tokens))
+    no_eot = tokens.clone()
+    no_eot[1, 6] = 7  # a row that lost its eot keeps every column rather than being cut blindly
+    assert trim_padding(no_eot, EOT).shape == tokens.shape
 
 
 def test_attention_maps():
