@@ -8,7 +8,8 @@ The towers never look at each other: the only place image and text meet is the s
 holds the matching pairs that the contrastive loss (``minclip.loss``) pushes up. ``logit_scale`` is a learned inverse
 temperature stored in log space (so it stays positive and its steps are relative), starting at ``log(1 / 0.07)``;
 training usually clamps it at ``log(100)``. Cosine similarities live in ``[-1, 1]``; without that scale a softmax
-over them would be almost flat.
+over them would be almost flat. A model trained with the sigmoid loss (SigLIP) also learns a bias ``logit_bias``,
+added to every logit; it exists only when ``CLIPConfig.init_logit_bias`` is set.
 
 ``CLIPConfig`` holds every size; ``CLIPConfig.preset(name)`` gives named ones, from ``nano`` (tests) to OpenAI's
 ``ViT-B/32``. ``CLIP.from_openai_state_dict`` / ``load_openai_checkpoint`` read OpenAI's released weights (ViT
@@ -71,6 +72,7 @@ class CLIPConfig:
     activation: str = "quick_gelu"  # MLP activation: "quick_gelu" (OpenAI's weights need it) or "gelu"
     attn_impl: str = "manual"  # "manual": hand-written attention; "sdpa": F.scaled_dot_product_attention (faster)
     init_logit_scale: float = math.log(1 / 0.07)  # initial log inverse temperature: exp(2.659) = 14.3
+    init_logit_bias: float | None = None  # SigLIP: a learned bias added to every logit, starting here; None: no bias
 
     def __post_init__(self):
         self.resnet_layers = tuple(self.resnet_layers)  # JSON round trips turn tuples into lists
@@ -107,6 +109,10 @@ class CLIPConfig:
                 raise ValueError(f"CLIPConfig.{name} must be an id in [0, vocab_size={self.vocab_size}), got {value!r}")
         if self.sot_token_id == self.eot_token_id:
             raise ValueError(f"CLIPConfig.sot_token_id and eot_token_id must differ, both are {self.eot_token_id}")
+        if self.init_logit_bias is not None and (isinstance(self.init_logit_bias, bool)
+                                                 or not isinstance(self.init_logit_bias, (int, float))):
+            raise ValueError(f"CLIPConfig.init_logit_bias must be a number (SigLIP: -10) or None, "
+                             f"got {self.init_logit_bias!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "CLIPConfig":
@@ -177,6 +183,9 @@ class CLIP(nn.Module):
         self.text = TextTransformer(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads,
                                     c.embed_dim, c.eot_token_id, c.text_pooling, c.activation, c.attn_impl)
         self.logit_scale = nn.Parameter(torch.tensor(float(c.init_logit_scale)))  # 0-dim, as in OpenAI's weights
+        # SigLIP's bias, 0-dim like open_clip's `logit_bias`; a None parameter is absent from the state dict
+        self.register_parameter("logit_bias", None if c.init_logit_bias is None
+                                else nn.Parameter(torch.tensor(float(c.init_logit_bias))))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -203,10 +212,13 @@ class CLIP(nn.Module):
 
         Returns ``(logits_per_image, logits_per_text)``: ``(B_images, B_texts)`` and its transpose. Row ``i`` of
         ``logits_per_image`` scores image ``i`` against every text; with matching pairs the diagonal is the target.
+        A model with a ``logit_bias`` (SigLIP) adds it, so that ``sigmoid(logits)`` is its probability of a match.
         """
         image_features = self.encode_image(images, normalize=True)  # (B_i, E), unit length
         text_features = self.encode_text(tokens, normalize=True)  # (B_t, E), unit length
         logits_per_image = self.logit_scale.exp() * image_features @ text_features.T  # (B_i, B_t)
+        if self.logit_bias is not None:
+            logits_per_image = logits_per_image + self.logit_bias
         return logits_per_image, logits_per_image.T
 
     def num_params(self, trainable_only: bool = False) -> int:
@@ -236,7 +248,7 @@ class CLIP(nn.Module):
                 continue
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 value = value.to(torch.float32)
-            ours[key if key.startswith("visual.") or key == "logit_scale" else "text." + key] = value
+            ours[key if key.startswith("visual.") or key in _TOP_LEVEL else "text." + key] = value
         try:
             model.load_state_dict(ours)
         except RuntimeError as error:
@@ -244,13 +256,18 @@ class CLIP(nn.Module):
         return model.eval()
 
     def to_openai_state_dict(self) -> dict[str, torch.Tensor]:
-        """This model's weights under OpenAI's key names and shapes (loadable by openai/CLIP and open_clip)."""
+        """This model's weights under OpenAI's key names and shapes (loadable by openai/CLIP and open_clip).
+
+        A SigLIP model's bias is exported as ``logit_bias``, the name open_clip's SigLIP models use; OpenAI's CLIP has
+        no such weight, so drop that key before loading the dict into OpenAI's code.
+        """
         if self.config.image_encoder != "vit":
             raise ValueError("only ViT models have an OpenAI layout; this model's image_encoder is 'resnet'")
         return {key.removeprefix("text."): value.detach().clone() for key, value in self.state_dict().items()}
 
 
 _OPENAI_INT_ENTRIES = ("input_resolution", "context_length", "vocab_size")
+_TOP_LEVEL = ("logit_scale", "logit_bias")  # parameters of neither tower, at the top level in both layouts
 _OPENAI_REQUIRED = ("visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.proj",
                     "token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection",
                     "logit_scale")
@@ -293,6 +310,8 @@ def openai_config(state_dict: Mapping, vision_heads: int | None = None, text_hea
         vocab_size=vocab_size, context_length=state_dict["positional_embedding"].shape[0], text_width=text_width,
         text_layers=blocks(""), text_heads=text_heads,
     )
+    if "logit_bias" in state_dict:  # a SigLIP model (open_clip's layout): the loaded value replaces this start value
+        inferred["init_logit_bias"] = float(state_dict["logit_bias"])
     clash = sorted(set(overrides) & set(inferred))
     if clash:
         raise ValueError(f"{clash} are read from the state dict's shapes and cannot be overridden")
