@@ -4,6 +4,7 @@
     python -m minclip eval runs/tiny/checkpoint.pt     # the held-out report again
     python -m minclip search runs/tiny/checkpoint.pt "red heart" [--images FOLDER]
     python -m minclip tokenize "고양이가 나무 위에 있다" [--checkpoint CKPT]
+    torchrun --standalone --nproc_per_node=2 -m minclip train --out runs/two   # two processes share every batch
 
 Bad input (a missing or foreign checkpoint, an empty query, a folder without images, an unknown preset) ends with a
 one-line `error: ...` and exit status 2, never a traceback. How it fits: a thin layer over train.py, evaluate.py,
@@ -30,13 +31,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minclip", description="Train, evaluate and use a small CLIP.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a CLIP and write checkpoint, metrics and plots",
-                                description="Train a CLIP; writes OUT/checkpoint.pt, OUT/metrics.json and PNG plots.")
+    train = commands.add_parser(
+        "train", help="train a CLIP and write checkpoint, metrics and plots",
+        description="Train a CLIP; writes OUT/checkpoint.pt, OUT/metrics.json and PNG plots. Under torchrun "
+                    "(torchrun --standalone --nproc_per_node=N -m minclip train ...) N processes train one model: each "
+                    "encodes 1/N of every batch, the loss covers the whole batch (features gathered), gradients are "
+                    "averaged (DistributedDataParallel; NCCL on GPUs, gloo on the CPU), and only rank 0 shows "
+                    "progress and writes files. The result is that of one process with the same options.")
     train.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: tiny)")
     train.add_argument("--data", default="emoji", choices=["emoji", "shapes"], help="data set (default: emoji)")
     train.add_argument("--lang", default="en", choices=["en", "ko", "both"], help="caption language (default: en)")
     train.add_argument("--epochs", type=int, help="passes over the training split (default: the recipe's)")
-    train.add_argument("--batch-size", type=int, help="pairs per step (default: the recipe's)")
+    train.add_argument("--batch-size", type=int,
+                       help="pairs per step, over all processes: a multiple of their number (default: the recipe's)")
+    train.add_argument("--loss", default="clip", choices=["clip", "siglip"],
+                       help="'clip': InfoNCE, a softmax over the batch; 'siglip': a sigmoid per pair with a learned "
+                            "bias (Zhai et al., 2023) (default: clip)")
     train.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--max-steps", type=int, help="stop after this many steps (quick looks, tests)")
@@ -99,12 +109,14 @@ def _train(args) -> int:
     if args.fixed_temperature is not None and not args.fixed_temperature > 0:
         raise UsageError(f"--fixed-temperature must be positive, got {args.fixed_temperature}")
     model_overrides = {"text_pooling": args.text_pooling} if args.text_pooling else {}
-    config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, seed=args.seed,
+    config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, seed=args.seed, loss=args.loss,
                          freeze_image_tower=args.freeze_image_tower, model=model_overrides, **overrides)
     out = Path(args.out or f"runs/{args.preset.replace('/', '-')}-{args.data}-{args.lang}")
     if not args.resume and (out / "checkpoint.pt").exists():
         raise UsageError(f"{out}/checkpoint.pt exists; pass --resume to continue it or choose another --out")
     result = train(config, out=out, resume=args.resume, progress=not args.quiet)
+    if result.rank != 0:  # several processes (torchrun): rank 0 reports and writes the files
+        return 0
 
     (out / "metrics.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
     plots.save(plots.training_curves(result.history, title=f"{args.preset} on {args.data} ({args.lang})"),

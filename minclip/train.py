@@ -12,9 +12,17 @@ The whole data set is prepared as tensors up front (the emoji set is a few MB), 
 random choice (batch order, caption templates, augmentation) comes from generators seeded by (seed, epoch) or
 (seed, step): resuming from a checkpoint therefore replays exactly the run that was interrupted.
 
+The loss is CLIP's InfoNCE (`loss="clip"`) or SigLIP's pairwise sigmoid (`loss="siglip"`, Zhai et al., 2023), which
+adds a learned bias to the model, started as the paper does at b = -10 with the scale at exp(t') = 10.
+
 Checkpoints hold everything needed to resume or to use the model (weights, configs, tokenizer merges, optimiser,
 scheduler, step, RNG state, history); they are written atomically and read with `torch.load(weights_only=True)`,
 which never runs code from the file. `load(path)` returns `(model, preprocess, tokenizer)`, like `clip.load`.
+
+Several processes (`torchrun --nproc_per_node=N -m minclip train`) train one model together, on N GPUs (NCCL) or N
+CPU processes (gloo): each encodes its slice of every global batch, the loss gathers all features and is that of the
+global batch, and PyTorch's DistributedDataParallel averages the gradients, so the run is the single-process run with
+the work shared (tested to float precision). Rank 0 alone shows progress, evaluates and writes files.
 
 How it fits: model.py builds the model, tokenizer.py learns the vocabulary, data.py / shapes.py give the pairs,
 loss.py the objective, evaluate.py the held-out report; `python -m minclip train` (__main__.py) calls `train`.
@@ -33,12 +41,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # text bars: they work in terminals and notebooks alike
 
 from .data import DistinctBatchSampler, EmojiDataset, augment, to_model_input
 from .evaluate import heldout_report, retrieval_evaluate
-from .loss import clip_loss
+from .loss import SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE, distributed_clip_loss, distributed_siglip_loss
 from .model import CLIP, CLIPConfig
 from .shapes import ShapesDataset
 from .text import trim_padding
@@ -48,6 +59,7 @@ CHECKPOINT_FORMAT = "minclip-checkpoint"
 CHECKPOINT_VERSION = 1
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the inverse temperature at 100
 DATASETS = ("emoji", "shapes")
+LOSSES = ("clip", "siglip")
 
 
 @dataclass
@@ -58,7 +70,8 @@ class TrainConfig:
     data: str = "emoji"  # "emoji" (the shipped bilingual set) or "shapes" (procedural, for the binding test)
     lang: str = "en"  # caption language: "en", "ko" or "both"
     epochs: int = 28  # passes over the training split (28 fit the 5-minute CPU budget of the main job)
-    batch_size: int = 128  # pairs per step; every other pair in the batch is a negative for the contrastive loss
+    batch_size: int = 128  # pairs per step (over all processes); every other pair in the batch is a negative
+    loss: str = "clip"  # "clip": InfoNCE, a softmax over the batch; "siglip": a sigmoid per pair, with a learned bias
     lr: float = 1e-3  # peak learning rate, reached after the warm-up
     weight_decay: float = 0.1  # AdamW decay of weight matrices (CLIP: 0.2 on far more data)
     warmup_fraction: float = 0.05  # share of the steps spent warming the learning rate up from zero
@@ -88,6 +101,15 @@ class TrainConfig:
             raise ValueError("batch_size must be at least 2: a contrastive loss needs negatives in the batch")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        bias = self.model.get("init_logit_bias")
+        if self.loss == "clip" and bias is not None:
+            raise ValueError(f"model init_logit_bias={bias!r} is the bias of the sigmoid loss: use it with "
+                             "loss='siglip' (InfoNCE has no bias, which would never train)")
+        if self.loss == "siglip" and "init_logit_bias" in self.model and bias is None:
+            raise ValueError("loss='siglip' learns a bias: model init_logit_bias must be a number "
+                             f"(SigLIP starts at {SIGLIP_INIT_BIAS}), not None")
 
 
 # ------------------------------------------------------------------------------------------------------- set-up
@@ -136,6 +158,85 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return multiplier
+
+
+# ------------------------------------------------------------------------------------------------------- processes
+@dataclass(frozen=True)
+class Processes:
+    """Where this process stands: alone (rank 0 of 1), or one of `world_size` processes training one model."""
+
+    rank: int = 0  # 0 .. world_size - 1; rank 0 shows progress, evaluates and writes files
+    world_size: int = 1  # processes sharing every batch
+    device: torch.device = torch.device("cpu")  # where this process computes (GPU r for the r-th on a machine)
+    owns_group: bool = False  # this run initialised the process group, so it also destroys it at the end
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batch_size: int) -> slice:
+        """This process's rows of a global batch: rank r of W keeps the r-th of W equal, contiguous slices.
+
+        Why not torch's `DistributedSampler`: it deals the *items* out to the processes, and each process then batches
+        its own share, so a global batch would be W local batches drawn apart. `DistinctBatchSampler` builds every
+        global batch so that no caption and no duplicate image occurs twice in it, which keeps false negatives out of
+        the loss, and the loss sees the whole global batch through the gathered features. So every process runs the
+        same seeded sampler (the same global batches) and keeps its slice, in rank order, which is where
+        `gather_features` puts it. Each process still sees a disjoint 1/W of every epoch, as with a
+        DistributedSampler, and the run is the single-process run, step for step.
+
+            >>> Processes(rank=1, world_size=2).shard(8)
+            slice(4, 8, None)
+        """
+        size = batch_size // self.world_size
+        return slice(self.rank * size, (self.rank + 1) * size)
+
+    def barrier(self) -> None:
+        """Wait until every process gets here (while rank 0 evaluates and writes, for example)."""
+        if self.world_size > 1 and self.device.type == "cuda":
+            dist.barrier(device_ids=[self.device.index])  # NCCL: on this process's GPU
+        elif self.world_size > 1:
+            dist.barrier()
+
+
+def start_processes(device: str = "auto") -> Processes:
+    """Join the process group that torchrun describes in the environment (or one already set up), else run alone.
+
+    `torchrun --nproc_per_node=N` starts N copies of the program and tells each who it is in environment variables:
+    `WORLD_SIZE` (N times the machines), `RANK` (0 .. WORLD_SIZE - 1), `LOCAL_RANK` (0 .. N - 1 on this machine: which
+    GPU to use) and `MASTER_ADDR`/`MASTER_PORT`, where they meet. Processes on GPUs talk through NCCL, one GPU each
+    (`cuda:LOCAL_RANK`); on the CPU through gloo. With `device="auto"` they take the GPUs if there are any, else the
+    CPU (gloo cannot exchange tensors on Apple's MPS). A group initialised by the caller (a test, a notebook) is used
+    as it is and left open; without either, this is one process on `pick_device(device)`.
+    """
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if owns_group else dist.get_world_size()
+    if world_size == 1:
+        return Processes(device=pick_device(device))
+    if not dist.is_available():
+        raise RuntimeError(f"WORLD_SIZE={world_size} asks for several processes, but this PyTorch build has no "
+                           "torch.distributed; run a single process")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    chosen = torch.device(device)
+    if chosen.type not in ("cuda", "cpu"):
+        raise ValueError(f"several processes train on CUDA GPUs (NCCL) or on the CPU (gloo), not on {device!r}")
+    if chosen.type == "cuda":
+        if chosen.index is None:
+            chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(chosen)  # NCCL uses the current device; each process must own a different one
+    if owns_group:
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")  # reads torchrun's variables
+    return Processes(dist.get_rank(), world_size, chosen, owns_group)
+
+
+def global_mean(value: torch.Tensor) -> float:
+    """The mean of a scalar over all processes (its own value when alone): the loss of the whole global batch."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)  # sum over processes
+        value /= dist.get_world_size()
+    return value.item()
 
 
 # ------------------------------------------------------------------------------------------------------- data
@@ -246,16 +347,23 @@ def load(path: str | Path, device: str = "cpu"):
 class TrainResult:
     model: CLIP
     tokenizer: BPETokenizer
-    history: dict  # per step: loss, temperature (1 / exp(logit_scale)), lr; per evaluation: val metrics
+    history: dict  # per step: loss, temperature (1 / exp(logit_scale)), lr (SigLIP: bias); per evaluation: val metrics
     report: dict  # the held-out report of the final model
     seconds: float
+    rank: int = 0  # this process's rank; with several processes only rank 0 holds the val metrics and the report
 
 
 def build_model(config: TrainConfig, tokenizer: BPETokenizer) -> CLIP:
-    """A fresh CLIP of the configured preset, sized for `tokenizer`'s vocabulary and special ids."""
+    """A fresh CLIP of the configured preset, sized for `tokenizer`'s vocabulary and special ids.
+
+    For `loss="siglip"` the model gets SigLIP's learned bias, and both scale and bias start where the paper starts
+    them (exp(t') = 10, b = -10; `config.model` may set `init_logit_scale` / `init_logit_bias` otherwise).
+    """
+    siglip = {"init_logit_scale": SIGLIP_INIT_LOG_SCALE, "init_logit_bias": SIGLIP_INIT_BIAS} \
+        if config.loss == "siglip" else {}
     model_config = CLIPConfig.preset(config.preset, **{
         "vocab_size": tokenizer.vocab_size, "sot_token_id": tokenizer.sot_token_id,
-        "eot_token_id": tokenizer.eot_token_id, **config.model})
+        "eot_token_id": tokenizer.eot_token_id, **siglip, **config.model})
     model = CLIP(model_config)
     if config.fixed_logit_scale is not None:  # the review's loss: a constant scale instead of a learned one
         with torch.no_grad():
@@ -277,25 +385,59 @@ def freeze_for_recipe(model: CLIP, config: TrainConfig) -> CLIP:
     return model
 
 
+class Towers(nn.Module):
+    """Both towers of a CLIP as one module: `(images, tokens) -> (image_features, text_features)`, unit length.
+
+    A training step needs the features, not `CLIP.forward`'s logits. In a multi-process run this is the module that
+    `DistributedDataParallel` wraps: DDP averages, over processes, the gradients of the parameters it holds (here all
+    of the model's, the temperature and SigLIP's bias included) while backward runs.
+    """
+
+    def __init__(self, model: CLIP):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encode_image(images, normalize=True), self.model.encode_text(tokens, normalize=True)
+
+
 def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimizer, grad_clip: float,
-               autocast=None) -> float:
+               autocast=None, loss: str = "clip", towers: nn.Module | None = None) -> float:
     """One contrastive step on a batch of matching pairs; returns the loss as a Python float.
 
-    Encode both towers, normalise, score every image against every text with the learned temperature, take the
-    symmetric cross-entropy, step the optimiser on clipped gradients, then clamp the temperature as CLIP does.
-    `autocast` (e.g. `torch.autocast("cuda", dtype=torch.bfloat16)`) wraps the forward pass only.
+    Encode both towers, normalise, score every image against every text with the learned temperature, take the loss
+    (`"clip"`: the symmetric cross-entropy; `"siglip"`: the pairwise sigmoid loss with the model's `logit_bias`),
+    step the optimiser on clipped gradients, then clamp the temperature as CLIP does. `autocast` (e.g.
+    `torch.autocast("cuda", dtype=torch.bfloat16)`) wraps the forward pass only.
+
+    Several processes: each calls this with its shard of the global batch, `(n, 3, S, S)` and `(n, T)`, and with
+    `towers = DistributedDataParallel(Towers(model))`. The loss gathers every process's features (the gradients
+    flow back to each shard; see minclip.loss) and covers the global batch: each process's value is the mean over its
+    own n rows, scored against all N = W * n pairs, so the W values sum to W times the global loss. DDP divides the
+    summed gradients by W, which makes them exactly the gradients of the global batch; no further scaling is needed.
+    Every process then clips and steps identically, and the returned loss is the mean over processes: the global one.
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "siglip" and model.logit_bias is None:
+        raise ValueError("loss='siglip' needs a model with a learned bias: build it with CLIPConfig("
+                         f"init_logit_bias={SIGLIP_INIT_BIAS}, init_logit_scale={SIGLIP_INIT_LOG_SCALE:.4f}) as "
+                         "build_model does for TrainConfig(loss='siglip')")
+    towers = Towers(model) if towers is None else towers
     with autocast if autocast is not None else contextlib.nullcontext():
-        image_features = model.encode_image(images, normalize=True)  # (B, E), unit length
-        text_features = model.encode_text(tokens, normalize=True)  # (B, E), unit length
-    loss = clip_loss(image_features.float(), text_features.float(), model.logit_scale.exp())  # in float32
+        image_features, text_features = towers(images, tokens)  # (n, E) each, unit length
+    image_features, text_features = image_features.float(), text_features.float()  # the loss in float32
+    if loss == "clip":
+        value = distributed_clip_loss(image_features, text_features, model.logit_scale.exp())
+    else:
+        value = distributed_siglip_loss(image_features, text_features, model.logit_scale.exp(), model.logit_bias)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    value.backward()  # under DDP: gradients averaged over processes here
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     with torch.no_grad():
         model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)  # T >= 0.01: the logits cannot grow without bound
-    return loss.item()
+    return global_mean(value)
 
 
 def train(config: TrainConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True,
@@ -305,14 +447,31 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
     With `resume=True`, continue from `out/checkpoint.pt` (same config required) and replay the same run.
     `stop_after` interrupts the run after that many steps (as a crash or Ctrl-C would, but leaving a checkpoint):
     resuming it later gives exactly the losses of an uninterrupted run.
+
+    Started by torchrun (or inside an initialised process group), all processes train the one model together (see
+    `start_processes`, `Processes.shard` and `train_step`): the same run as one process, computed in parallel. Rank 0
+    alone shows progress, evaluates and writes the checkpoint; the others wait for it at barriers.
     """
+    processes = start_processes(config.device)
+    try:
+        return _train(config, processes, out, resume, progress, stop_after)
+    finally:
+        if processes.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, processes: Processes, out, resume: bool, progress: bool,
+           stop_after: int | None) -> TrainResult:
     start_time = time.perf_counter()
-    device = pick_device(config.device)
-    seed_everything(config.seed)
+    device = processes.device
+    seed_everything(config.seed)  # the same seed in every process: the same initial model
+    if config.batch_size % processes.world_size:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {processes.world_size} processes, "
+                         "which take equal shares of every batch")
     out = Path(out) if out is not None else None
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     resumed = read_checkpoint(checkpoint_path) if resume else None
-    if resume and resumed["train_config"] != dataclasses.asdict(config):
+    if resume and {**_DEFAULTS, **resumed["train_config"]} != dataclasses.asdict(config):  # missing: older minclip
         raise ValueError("the checkpoint was trained with other options "
                          f"({resumed['train_config']}); resume with the same options or use another --out folder")
 
@@ -325,6 +484,9 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
         model = build_model(config, tokenizer)
     freeze_for_recipe(model, config).to(device)
     context_length = model.config.context_length
+    towers = Towers(model)
+    if processes.world_size > 1:  # DDP copies rank 0's weights to all (equal anyway) and averages gradients
+        towers = DistributedDataParallel(towers, device_ids=[device.index] if device.type == "cuda" else None)
 
     families = [record["family"] for record in train_set.records] if config.family_batches and config.data == "emoji" \
         else None
@@ -340,6 +502,8 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, max(1, round(config.warmup_fraction * total_steps))))
     history = {"step": [], "loss": [], "temperature": [], "lr": [], "val": []}
+    if model.logit_bias is not None:
+        history["bias"] = []
     step = 0
     if resumed is not None:
         optimizer.load_state_dict(resumed["optimizer"])
@@ -348,7 +512,8 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
         _set_rng_state(resumed["rng"])
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step")
+    bar = tqdm(total=total_steps, initial=step, disable=not (progress and processes.is_main), desc="train",
+               unit="step")
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     while step < end:
         epoch, position = divmod(step, steps_per_epoch)
@@ -362,39 +527,44 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
             tick = time.perf_counter()
             index = torch.tensor(batch)
             images = train_set.images[index]  # (B, S, S, 3) uint8
-            if config.augment:
+            if config.augment:  # the whole global batch, in every process: the shifts and flips of a single process
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
                 images = augment(images, [captions[i] for i in batch], generator=generator)
             tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T): same result, less work
-            images, tokens = to_model_input(images).to(device), tokens.to(device)
-            loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast)
+            mine = processes.shard(len(batch))  # this process's rows (all of them when alone)
+            images, tokens = to_model_input(images[mine]).to(device), tokens[mine].to(device)  # (n, 3, S, S), (n, T')
+            loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast, config.loss, towers)
             scheduler.step()
             step += 1
             temperature = math.exp(-model.logit_scale.item())
             for key, value in (("step", step), ("loss", loss), ("temperature", temperature),
                                ("lr", scheduler.get_last_lr()[0])):
                 history[key].append(value)
+            if "bias" in history:
+                history["bias"].append(model.logit_bias.item())
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", T=f"{temperature:.4f}",
                             pairs_s=f"{len(batch) / (time.perf_counter() - tick):.0f}")
             bar.update(1)
         end_of_epoch = step % steps_per_epoch == 0 or step >= total_steps
         finished_epochs = math.ceil(step / steps_per_epoch)
         if end_of_epoch and (step >= total_steps or (config.eval_every and finished_epochs % config.eval_every == 0)):
-            metrics = validation_metrics(model, tokenizer, config, image_size)
-            history["val"].append({"step": step, **metrics})
-            bar.write(f"epoch {finished_epochs}: val " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-            if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
+            if processes.is_main:  # one process evaluates and writes; every process holds the same model
+                metrics = validation_metrics(model, tokenizer, config, image_size)
+                history["val"].append({"step": step, **metrics})
+                bar.write(f"epoch {finished_epochs}: val " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                if checkpoint_path is not None:
+                    save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step,
+                                                            history))
+            processes.barrier()
     bar.close()
-    if step < total_steps:  # interrupted on purpose: save where we are and skip the final report
+    report = {}
+    if processes.is_main:
+        if step >= total_steps:  # finished (not interrupted on purpose by stop_after): the held-out report
+            report = heldout_report(model, tokenizer, config.data, config.lang, image_size, seed=config.seed)
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
-        return TrainResult(model.eval(), tokenizer, history, {}, time.perf_counter() - start_time)
-
-    report = heldout_report(model, tokenizer, config.data, config.lang, image_size, seed=config.seed)
-    if checkpoint_path is not None:
-        save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
-    return TrainResult(model.eval(), tokenizer, history, report, time.perf_counter() - start_time)
+    processes.barrier()
+    return TrainResult(model.eval(), tokenizer, history, report, time.perf_counter() - start_time, processes.rank)
 
 
 def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig, image_size: int) -> dict:
@@ -406,6 +576,9 @@ def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig
                                 ks=(1, 5))
     return {f"{direction}_R@{k}": result[direction][f"R@{k}"]
             for direction in ("text_to_image", "image_to_text") for k in (1, 5)}
+
+
+_DEFAULTS = dataclasses.asdict(TrainConfig())  # fills options added after a checkpoint was written
 
 
 def _rng_state() -> dict:
