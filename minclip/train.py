@@ -426,7 +426,8 @@ def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimize
     towers = Towers(model) if towers is None else towers
     with autocast if autocast is not None else contextlib.nullcontext():
         image_features, text_features = towers(images, tokens)  # (n, E) each, unit length
-    image_features, text_features = image_features.float(), text_features.float()  # the loss in float32
+    precision = torch.promote_types(image_features.dtype, torch.float32)  # the loss in float32 at least (autocast)
+    image_features, text_features = image_features.to(precision), text_features.to(precision)
     if loss == "clip":
         value = distributed_clip_loss(image_features, text_features, model.logit_scale.exp())
     else:

@@ -159,3 +159,31 @@ def test_half_precision_images_are_accepted():
 
 def test_docstring_examples_run():
     assert doctest.testmod(model_module).failed == 0
+
+
+def test_siglip_bias_only_when_configured():
+    assert make_model().logit_bias is None and "logit_bias" not in make_model().state_dict()  # CLIP: no bias
+    model = make_model(init_logit_bias=-10.0).eval()
+    assert model.logit_bias.shape == () and model.logit_bias.item() == -10.0 and model.logit_bias.requires_grad
+    images, tokens = nano_batch(3)
+    logits_per_image, logits_per_text = model(images, tokens)
+    with torch.no_grad():
+        scaled_cosines = model.logit_scale.exp() * model.encode_image(images, normalize=True) \
+            @ model.encode_text(tokens, normalize=True).T  # (3, 3)
+    torch.testing.assert_close(logits_per_image, scaled_cosines - 10.0)  # sigmoid(logits): probability of a match
+    torch.testing.assert_close(logits_per_text, logits_per_image.T)
+    with pytest.raises(ValueError, match="init_logit_bias must be a number .SigLIP: -10. or None, got 'low'"):
+        CLIPConfig.preset("nano", init_logit_bias="low")
+
+
+def test_siglip_bias_survives_the_openai_layout_round_trip():
+    model = make_model(init_logit_bias=-10.0)
+    with torch.no_grad():
+        model.logit_bias.fill_(-7.25)
+    exported = model.to_openai_state_dict()
+    assert exported["logit_bias"].item() == -7.25  # top level, as open_clip's SigLIP models store it
+    restored = CLIP.from_openai_state_dict(exported, vision_heads=2, text_heads=2,
+                                           eot_token_id=NANO.eot_token_id, sot_token_id=NANO.sot_token_id)
+    assert restored.config.init_logit_bias == -7.25 and restored.logit_bias.item() == -7.25
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[key], value, rtol=0, atol=0)

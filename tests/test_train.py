@@ -9,8 +9,9 @@ from minclip.data import EmojiDataset, to_model_input
 from minclip.loss import clip_loss
 from minclip.model import CLIP, CLIPConfig
 from minclip.tokenizer import BPETokenizer
-from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, load, model_from_checkpoint, parameter_groups,
-                           read_checkpoint, save_checkpoint, train, warmup_cosine)
+from minclip.loss import SIGLIP_INIT_BIAS
+from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, build_model, load, model_from_checkpoint, parameter_groups,
+                           read_checkpoint, save_checkpoint, train, train_step, warmup_cosine)
 
 NANO = dict(preset="nano", batch_size=16, epochs=1, eval_every=0, vocab_size=600, augment=True)
 
@@ -155,3 +156,64 @@ def test_bad_training_options():
         TrainConfig(batch_size=1)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         train(TrainConfig(preset="huge"), progress=False)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# SigLIP: loss="siglip" trains a model with a learned bias
+
+
+def test_siglip_training_learns_32_pairs_far_below_its_chance_level():
+    data = EmojiDataset("train", image_size=16, captions="eval")
+    captions = [data.caption(i) for i in range(32)]
+    tokenizer = BPETokenizer.train(captions, 640)
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(preset="nano", loss="siglip"), tokenizer)
+    assert math.isclose(model.logit_scale.exp().item(), 10.0, rel_tol=1e-6) and model.logit_bias.item() == -10.0
+    decay, no_decay = parameter_groups(model, 0.0)
+    assert any(p is model.logit_bias for p in no_decay["params"])  # a bias is never decayed
+    images, tokens = to_model_input(data.images[:32]), tokenizer.tokenize(captions, 32)
+    optimizer = torch.optim.AdamW([decay, no_decay], lr=3e-3)
+    losses = [train_step(model, images, tokens, optimizer, grad_clip=1.0, loss="siglip") for _ in range(100)]
+    # A model that cannot tell pairs apart does best giving every pair probability 1/B of matching:
+    # loss = -log(1/B) - (B - 1) log(1 - 1/B) = ln 32 + 31 ln(32/31) = 4.45, SigLIP's chance level at B = 32.
+    chance = math.log(32) + 31 * math.log(32 / 31)
+    assert losses[0] > chance and losses[-1] < 0.5 * chance, losses[::10]
+    with torch.no_grad():
+        similarity = model.encode_image(images, normalize=True) @ model.encode_text(tokens, normalize=True).T
+    assert (similarity.argmax(dim=1) == torch.arange(32)).float().mean() >= 0.75  # each image finds its caption
+    assert model.logit_bias.item() != -10.0  # the bias learns too
+
+
+def test_siglip_run_keeps_its_bias_through_the_checkpoint(tmp_path):
+    result = train(TrainConfig(**NANO, loss="siglip", max_steps=3), out=tmp_path, progress=False, stop_after=2)
+    bias = result.model.logit_bias.item()
+    assert result.history["bias"][-1] == bias != SIGLIP_INIT_BIAS and len(result.history["bias"]) == 2
+    assert result.history["temperature"][0] == pytest.approx(0.1, rel=0.01)  # SigLIP's start: exp(t') = 10
+    model, _, _ = load(tmp_path / "checkpoint.pt")
+    assert model.logit_bias.item() == bias and model.config.init_logit_bias == SIGLIP_INIT_BIAS
+
+
+def test_siglip_options_are_checked():
+    with pytest.raises(ValueError, match=r"loss must be one of \('clip', 'siglip'\), got 'sigmoid'"):
+        TrainConfig(loss="sigmoid")
+    with pytest.raises(ValueError, match="init_logit_bias=-10 is the bias of the sigmoid loss: use it with "
+                                         "loss='siglip'"):
+        TrainConfig(loss="clip", model={"init_logit_bias": -10})
+    with pytest.raises(ValueError, match="loss='siglip' learns a bias: model init_logit_bias must be a number"):
+        TrainConfig(loss="siglip", model={"init_logit_bias": None})
+    model = CLIP(CLIPConfig.preset("nano"))
+    optimizer = torch.optim.AdamW(model.parameters())
+    images, tokens = torch.randn(2, 3, 16, 16), torch.tensor([[62, 5, 63], [62, 63, 0]])
+    with pytest.raises(ValueError, match="loss='siglip' needs a model with a learned bias: build it with CLIPConfig"):
+        train_step(model, images, tokens, optimizer, 1.0, loss="siglip")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train_step(model, images, tokens, optimizer, 1.0, loss="infonce")
+
+
+def test_checkpoints_from_before_an_option_existed_still_resume(tmp_path):
+    config = TrainConfig(**NANO, max_steps=3)
+    train(config, out=tmp_path, progress=False, stop_after=1)
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
+    del state["train_config"]["loss"]  # written before TrainConfig.loss existed: it means the default, "clip"
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    assert train(config, out=tmp_path, resume=True, progress=False, stop_after=2).history["step"] == [1, 2]
