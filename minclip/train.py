@@ -472,7 +472,7 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
     out = Path(out) if out is not None else None
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     resumed = read_checkpoint(checkpoint_path) if resume else None
-    if resume and {**_DEFAULTS, **resumed["train_config"]} != dataclasses.asdict(config):  # missing: older minclip
+    if resume and not _same_options(resumed, config):
         raise ValueError("the checkpoint was trained with other options "
                          f"({resumed['train_config']}); resume with the same options or use another --out folder")
 
@@ -580,6 +580,19 @@ def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig
 
 
 _DEFAULTS = dataclasses.asdict(TrainConfig())  # fills options added after a checkpoint was written
+
+
+def _same_options(state: dict, config: TrainConfig) -> bool:
+    return {**_DEFAULTS, **state["train_config"]} == dataclasses.asdict(config)  # missing keys: older minclip
+
+
+def trained_with(path: str | Path, config: TrainConfig) -> bool:
+    """Whether `path` holds a checkpoint of a run with exactly `config` (finished or interrupted).
+
+    Notebooks use it to reuse a run instead of training it again: `train(config, out, resume=True)` then returns
+    the finished run at once, or continues the interrupted one.
+    """
+    return Path(path).is_file() and _same_options(read_checkpoint(path), config)
 
 
 def _rng_state() -> dict:

@@ -11,7 +11,7 @@ from minclip.model import CLIP, CLIPConfig
 from minclip.tokenizer import BPETokenizer
 from minclip.loss import SIGLIP_INIT_BIAS
 from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, build_model, load, model_from_checkpoint, parameter_groups,
-                           read_checkpoint, save_checkpoint, train, train_step, warmup_cosine)
+                           read_checkpoint, save_checkpoint, train, train_step, trained_with, warmup_cosine)
 
 NANO = dict(preset="nano", batch_size=16, epochs=1, eval_every=0, vocab_size=600, augment=True)
 
@@ -39,6 +39,17 @@ def test_resume_with_other_options_is_refused(tmp_path):
     train(TrainConfig(**NANO, max_steps=4), out=tmp_path, progress=False, stop_after=2)
     with pytest.raises(ValueError, match="trained with other options"):
         train(TrainConfig(**{**NANO, "batch_size": 8}, max_steps=4), out=tmp_path, resume=True, progress=False)
+
+
+def test_trained_with_tells_whether_a_checkpoint_is_this_run(finished_run, tmp_path):
+    _, out = finished_run
+    assert trained_with(out / "checkpoint.pt", TrainConfig(**NANO, max_steps=4))
+    assert not trained_with(out / "checkpoint.pt", TrainConfig(**NANO, max_steps=5))
+    assert not trained_with(tmp_path / "nothing.pt", TrainConfig(**NANO, max_steps=4))
+    state = read_checkpoint(out / "checkpoint.pt")
+    del state["train_config"]["loss"]  # a checkpoint from before the option existed: the default fills it
+    save_checkpoint(tmp_path / "old.pt", state)
+    assert trained_with(tmp_path / "old.pt", TrainConfig(**NANO, max_steps=4))
 
 
 def test_checkpoint_round_trip_through_load(finished_run):
