@@ -353,18 +353,21 @@ class TrainResult:
     rank: int = 0  # this process's rank; with several processes only rank 0 holds the val metrics and the report
 
 
+def model_config(config: TrainConfig, vocab_size: int, sot_token_id: int, eot_token_id: int) -> CLIPConfig:
+    """The CLIPConfig a run of `config` builds: its preset and overrides, sized for the learned vocabulary."""
+    siglip = {"init_logit_scale": SIGLIP_INIT_LOG_SCALE, "init_logit_bias": SIGLIP_INIT_BIAS} \
+        if config.loss == "siglip" else {}
+    return CLIPConfig.preset(config.preset, **{"vocab_size": vocab_size, "sot_token_id": sot_token_id,
+                                               "eot_token_id": eot_token_id, **siglip, **config.model})
+
+
 def build_model(config: TrainConfig, tokenizer: BPETokenizer) -> CLIP:
     """A fresh CLIP of the configured preset, sized for `tokenizer`'s vocabulary and special ids.
 
     For `loss="siglip"` the model gets SigLIP's learned bias, and both scale and bias start where the paper starts
     them (exp(t') = 10, b = -10; `config.model` may set `init_logit_scale` / `init_logit_bias` otherwise).
     """
-    siglip = {"init_logit_scale": SIGLIP_INIT_LOG_SCALE, "init_logit_bias": SIGLIP_INIT_BIAS} \
-        if config.loss == "siglip" else {}
-    model_config = CLIPConfig.preset(config.preset, **{
-        "vocab_size": tokenizer.vocab_size, "sot_token_id": tokenizer.sot_token_id,
-        "eot_token_id": tokenizer.eot_token_id, **siglip, **config.model})
-    model = CLIP(model_config)
+    model = CLIP(model_config(config, tokenizer.vocab_size, tokenizer.sot_token_id, tokenizer.eot_token_id))
     if config.fixed_logit_scale is not None:  # the review's loss: a constant scale instead of a learned one
         with torch.no_grad():
             model.logit_scale.fill_(math.log(config.fixed_logit_scale))
@@ -473,8 +476,9 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     resumed = read_checkpoint(checkpoint_path) if resume else None
     if resume and not _same_options(resumed, config):
-        raise ValueError("the checkpoint was trained with other options "
-                         f"({resumed['train_config']}); resume with the same options or use another --out folder")
+        raise ValueError("the checkpoint was trained with other options or another model "
+                         f"({resumed['train_config']}, {resumed['model_config']}); resume with the same options "
+                         "or use another --out folder")
 
     image_size = CLIPConfig.preset(config.preset, **config.model).image_size
     train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed)
@@ -583,7 +587,12 @@ _DEFAULTS = dataclasses.asdict(TrainConfig())  # fills options added after a che
 
 
 def _same_options(state: dict, config: TrainConfig) -> bool:
-    return {**_DEFAULTS, **state["train_config"]} == dataclasses.asdict(config)  # missing keys: older minclip
+    """Same training options, and the same model: a preset's sizes may have changed since the checkpoint was written."""
+    if {**_DEFAULTS, **state["train_config"]} != dataclasses.asdict(config):  # missing keys: older minclip
+        return False
+    stored = state["model_config"]
+    expected = model_config(config, stored["vocab_size"], stored["sot_token_id"], stored["eot_token_id"])
+    return CLIPConfig(**stored) == expected
 
 
 def trained_with(path: str | Path, config: TrainConfig) -> bool:

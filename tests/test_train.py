@@ -50,6 +50,9 @@ def test_trained_with_tells_whether_a_checkpoint_is_this_run(finished_run, tmp_p
     del state["train_config"]["loss"]  # a checkpoint from before the option existed: the default fills it
     save_checkpoint(tmp_path / "old.pt", state)
     assert trained_with(tmp_path / "old.pt", TrainConfig(**NANO, max_steps=4))
+    state["model_config"]["image_size"] *= 2  # the preset changed since: the stored model is not this run's
+    save_checkpoint(tmp_path / "stale.pt", state)
+    assert not trained_with(tmp_path / "stale.pt", TrainConfig(**NANO, max_steps=4))
 
 
 def test_checkpoint_round_trip_through_load(finished_run):
