@@ -13,7 +13,7 @@ Three tools for notebook 09, each small enough to check by hand:
 * :func:`pca`: principal component analysis by the singular value decomposition of the centred data (Pearson, 1901;
   Hotelling, 1933). ``X - mean = U S V^T``; the rows of ``V^T`` are the principal directions, ``U S`` the coordinates,
   and ``S^2 / sum(S^2)`` the share of the total variance each direction explains. Used to draw CLIP's embedding space
-  in two dimensions, where, e.g., the gap between image and text features (Liang et al., 2022, "Mind the Gap") shows.
+  in two dimensions, e.g. to look for a gap between image and text features (Liang et al., 2022, "Mind the Gap").
 * :class:`BagOfWordsText`: a text encoder that sees only *which* tokens a caption has and how often, never their order:
   the mean of the token embeddings, a residual MLP, a projection (the text tower with positions and attention
   removed). A caption and its word-swapped foil ("a red circle above a blue square" / "a blue circle above a red
@@ -23,7 +23,7 @@ Three tools for notebook 09, each small enough to check by hand:
 
 How it fits: everything here reads what the towers already expose (``return_attention=True`` in ``minclip.vision``
 and ``minclip.text`` returns one ``(B, H, T, T)`` map per layer) or features from ``minclip.evaluate``; nothing else
-in the package imports this file. Torch only.
+in the package imports this file. Torch only (and minclip's model, text and transformer modules).
 """
 
 import copy
