@@ -286,8 +286,10 @@ def binding_accuracy(true_scores: torch.Tensor, foil_scores: torch.Tensor) -> di
         foil_scores: ``(N, F)`` the scores of the same image with ``F`` foil captions.
 
     Returns:
-        ``{"accuracy": ..., "accuracy_chance": ..., "queries": N}``; a hit needs the true caption strictly above
-        every foil (ties count against).
+        ``{"accuracy": ..., "accuracy_chance": ..., "queries": N}``. A hit needs the true caption strictly above
+        every foil; a tie at the top is settled as a fair coin would, so a true caption tied with ``k`` foils counts
+        ``1 / (k + 1)``. A model that cannot tell a caption from its foils (a bag of words gives them identical
+        features) then scores exactly the chance level, not zero.
     """
     if not isinstance(true_scores, torch.Tensor) or true_scores.dim() != 1:
         raise ValueError(f"true_scores must be a 1-D tensor (N,), got "
@@ -298,11 +300,12 @@ def binding_accuracy(true_scores: torch.Tensor, foil_scores: torch.Tensor) -> di
                          f"{tuple(foil_scores.shape)}")
     scores = torch.cat([true_scores[:, None].to(foil_scores), foil_scores], dim=1)  # (N, 1 + F): true one first
     scores = _check_scores(scores, "true_scores and foil_scores")
-    correct = torch.zeros_like(scores, dtype=torch.bool)
-    correct[:, 0] = True
-    rank = _rank_of_best_correct(scores, correct)  # (N,)
+    true_scores, foil_scores = scores[:, 0], scores[:, 1:]  # (N,), (N, F)
+    best_foil = foil_scores.max(dim=1).values  # (N,)
+    tied_foils = (foil_scores == true_scores[:, None]).sum(dim=1)  # (N,): foils with exactly the true score
+    hits = (true_scores > best_foil).double() + (true_scores == best_foil).double() / (1 + tied_foils)
     return {
-        "accuracy": (rank == 0).float().mean().item(),
+        "accuracy": hits.mean().item(),
         "accuracy_chance": 1 / scores.shape[1],
         "queries": scores.shape[0],
     }
@@ -486,8 +489,9 @@ def binding_evaluate(model, tokenizer, images, true_captions: Sequence[str], foi
     flat_foils = [caption for foils in foil_captions for caption in foils]
     foil_features = encode_texts(model, tokenizer, flat_foils, batch_size, context_length)  # (N * F, D)
     foil_features = foil_features.view(len(true_captions), n_foils, -1)  # (N, F, D)
+    # one routine for the true and the foil scores, so equal features give bit-equal scores (ties stay ties)
     true_scores = (image_features * true_features).sum(dim=-1)  # (N,)
-    foil_scores = torch.einsum("nd,nfd->nf", image_features, foil_features)  # (N, F)
+    foil_scores = torch.stack([(image_features * foil_features[:, f]).sum(dim=-1) for f in range(n_foils)], dim=1)
     return binding_accuracy(true_scores, foil_scores)
 
 
@@ -555,11 +559,12 @@ def heldout_report(model, tokenizer, data: str, lang: str, image_size: int, seed
         report["within_family"] = within_family_accuracy(similarity, heldout.test_indices, heldout.families)
     else:
         report["among_test_images"] = retrieval_recall(similarity, heldout.test_indices)
-        true_scores = similarity[torch.arange(len(similarity)), torch.tensor(heldout.test_indices)]  # (Q,)
+        test_image_features = image_features[heldout.test_indices]  # (Q, E): the image of each test caption
+        true_scores = (text_features * test_image_features).sum(dim=-1)  # (Q,), computed as the foils' below
         for kind in ("colour", "shape", "role"):
             foils = [foil[kind] for foil in heldout.foils]
             foil_features = encode_texts(model, tokenizer, foils)  # (Q, E)
-            foil_scores = (foil_features * image_features[heldout.test_indices]).sum(dim=-1)  # (Q,)
+            foil_scores = (foil_features * test_image_features).sum(dim=-1)  # (Q,)
             report[f"binding_{kind}"] = binding_accuracy(true_scores, foil_scores[:, None])
     return report
 

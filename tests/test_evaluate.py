@@ -194,9 +194,12 @@ def test_within_family_errors():
 
 def test_binding_accuracy_by_hand():
     true_scores = torch.tensor([0.9, 0.5, 0.4])
-    foil_scores = torch.tensor([[0.1, 0.2], [0.6, 0.1], [0.4, 0.0]])  # image 2's true caption ties a foil -> miss
+    foil_scores = torch.tensor([[0.1, 0.2], [0.6, 0.1], [0.4, 0.0]])  # image 2's true caption ties a foil: 1/2
     metrics = binding_accuracy(true_scores, foil_scores)
-    assert metrics == {"accuracy": pytest.approx(1 / 3), "accuracy_chance": pytest.approx(1 / 3), "queries": 3}
+    assert metrics == {"accuracy": pytest.approx((1 + 0 + 1 / 2) / 3), "accuracy_chance": pytest.approx(1 / 3),
+                       "queries": 3}
+    all_tied = binding_accuracy(torch.full((4,), 0.3), torch.full((4, 2), 0.3))  # blind model: exactly chance
+    assert all_tied["accuracy"] == pytest.approx(all_tied["accuracy_chance"])
     with pytest.raises(ValueError, match=r"foil_scores must be \(N, n_foils\) with N = len\(true_scores\) = 3"):
         binding_accuracy(true_scores, foil_scores[:2])
     with pytest.raises(ValueError, match=r"true_scores must be a 1-D tensor"):
@@ -346,7 +349,9 @@ def test_retrieval_and_binding_evaluate_with_the_stub_match_the_metrics_on_featu
     foils = [["a photo of a dog.", "a photo of a bird."], ["a photo of a cat.", "a drawing of a bird."],
              ["a drawing of a dog.", "a drawing of a bird."]]
     metrics = binding_evaluate(model, tokenizer, images[:3], true_captions, foils)
-    # Image 2 (pure channel 2): "a drawing of a bird." (0, 0, 1.3) has the same direction as its true caption: a tie.
-    assert metrics == {"accuracy": pytest.approx(2 / 3), "accuracy_chance": pytest.approx(1 / 3), "queries": 3}
+    # Image 2 (pure channel 2): "a drawing of a bird." (0, 0, 1.3) has the same direction as its true caption: a tie,
+    # worth half a hit.
+    assert metrics == {"accuracy": pytest.approx((2 + 1 / 2) / 3), "accuracy_chance": pytest.approx(1 / 3),
+                       "queries": 3}
     with pytest.raises(ValueError, match="the same number"):
         binding_evaluate(model, tokenizer, images[:2], true_captions[:2], [foils[0], foils[1][:1]])
