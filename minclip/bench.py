@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DistinctBatchSampler, augment, to_model_input
+from .attention import IMPLEMENTATIONS
 from .model import CLIP, PRESETS, CLIPConfig
 from .text import first_eot_index, trim_padding
 from .tokenizer import BPETokenizer
@@ -388,10 +389,11 @@ def timed_train_step(model, optimizer, images, tokens, device: torch.device, clo
 
 
 def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, peak: float, clock, reference,
-              log=print) -> Result:
-    """Time configuration ``name``: training steps, then forward passes, then (with ``reference``) the comparison
-    with OpenAI's code. Batches follow one another as in training, over as many epochs as the steps need."""
-    overrides = {"attn_impl": args.attn_impl} if args.attn_impl else {}
+              attn_impl: str | None = None, log=print) -> Result:
+    """Time configuration ``name`` (with ``attn_impl`` if given): training steps, then forward passes, then (with
+    ``reference``) the comparison with OpenAI's code. Batches follow one another as in training, over as many
+    epochs as the steps need."""
+    overrides = {"attn_impl": attn_impl} if attn_impl else {}
     model = bench_model(name, tokenizer, **overrides).to(device).train()
     config = model.config
     optimizer = make_optimizer(model)
@@ -432,7 +434,7 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, pe
     result = Result(name, config, args.batch_size, statistics.median(step_times), statistics.fmean(data_times),
                     statistics.median(forward_times), statistics.fmean(flops), statistics.fmean(lengths),
                     peak_memory, memory.lifetime)
-    log(f"{name}: {args.batch_size / result.step_seconds:,.0f} training pairs/s ({result.step_seconds * 1e3:.0f} ms "
+    log(f"{name} ({config.attn_impl}): {args.batch_size / result.step_seconds:,.0f} training pairs/s ({result.step_seconds * 1e3:.0f} ms "
         f"per step, data {result.data_seconds * 1e3:.1f} ms), {args.batch_size / result.forward_seconds:,.0f} "
         f"forward pairs/s, {result.gflops:.0f} GFLOP/s (~{result.gflops / peak:.0%} of peak), peak memory "
         f"{peak_memory / 2**20:,.0f} MiB")
@@ -533,8 +535,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, usually one per core)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto, as training picks)")
-    parser.add_argument("--attn-impl", choices=["manual", "sdpa"],
-                        help="override the configurations' attention implementation")
+    parser.add_argument("--attn-impl", nargs="+", choices=list(IMPLEMENTATIONS), metavar="IMPL",
+                        help="override the configurations' attention implementation; several (manual sdpa) time "
+                             "each configuration once per implementation")
     parser.add_argument("--compare-openai", action="store_true",
                         help="also train OpenAI's clip/model.py on the same weights and batches, interleaved")
     parser.add_argument("--peak-size", type=int,
@@ -582,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for name in args.configs:
-        results.append(bench_one(name, args, tokenizer, device, peak, clock, reference))
+        for attn_impl in args.attn_impl or [None]:
+            results.append(bench_one(name, args, tokenizer, device, peak, clock, reference, attn_impl))
     peak = max(peak, matmul_peak(device, dtype, size=args.peak_size, clock=clock))  # measured again at the end: the better of the two
 
     command = "python -m minclip.bench " + " ".join(argv if argv is not None else sys.argv[1:])

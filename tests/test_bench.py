@@ -180,3 +180,10 @@ def test_bad_options_are_clear_errors(argv, message, capsys):
 
 def test_docstring_examples():
     assert doctest.testmod(bench).failed == 0
+
+
+def test_several_attention_implementations_give_one_row_each(capsys):
+    assert main(["--preset", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--peak-size", "64",
+                 "--threads", "1", "--attn-impl", "manual", "sdpa"]) == 0
+    models = [line.split("|")[2] for line in capsys.readouterr().out.splitlines() if line.startswith("| nano ")]
+    assert len(models) == 2 and models[0].strip().endswith("manual") and models[1].strip().endswith("sdpa")
