@@ -105,8 +105,10 @@ def matmul_flops(config: CLIPConfig, batch: int, training: bool = True, text_len
     are. ``text_length`` defaults to ``config.context_length``; training trims batches to their longest caption.
 
         >>> config = CLIPConfig.preset("tiny")
-        >>> round(matmul_flops(config, batch=128) / 1e9, 1)          # GFLOP per training step at batch 128
+        >>> round(matmul_flops(config, batch=128) / 1e9, 1)    # GFLOP, training step, batch 128, 32 text tokens
         30.9
+        >>> round(matmul_flops(config, batch=128, text_length=20) / 1e9, 1)   # a batch trimmed to 20 tokens
+        23.1
     """
     if config.image_encoder != "vit":
         raise ValueError("matmul_flops counts ViT models; this config's image_encoder is "
@@ -149,8 +151,11 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: 
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it includes that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 # ------------------------------------------------------------------------------------------------------- memory
