@@ -439,8 +439,8 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, pe
     result = Result(name, config, args.batch_size, statistics.median(step_times), statistics.fmean(data_times),
                     statistics.median(forward_times), statistics.fmean(flops), statistics.fmean(lengths),
                     peak_memory, memory.lifetime)
-    log(f"{name} ({config.attn_impl}): {args.batch_size / result.step_seconds:,.0f} training pairs/s ({result.step_seconds * 1e3:.0f} ms "
-        f"per step, data {result.data_seconds * 1e3:.1f} ms), {args.batch_size / result.forward_seconds:,.0f} "
+    log(f"{name} ({config.attn_impl}): {args.batch_size / result.step_seconds:,.0f} training pairs/s "
+        f"({result.step_seconds * 1e3:.0f} ms per step, data {result.data_seconds * 1e3:.1f} ms), {args.batch_size / result.forward_seconds:,.0f} "
         f"forward pairs/s, {result.gflops:.0f} GFLOP/s (~{result.gflops / peak:.0%} of peak), peak memory "
         f"{peak_memory / 2**20:,.0f} MiB")
     if reference is not None:
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.configs:
         for attn_impl in args.attn_impl or [None]:
             results.append(bench_one(name, args, tokenizer, device, peak, clock, reference, attn_impl))
-    peak = max(peak, matmul_peak(device, dtype, size=args.peak_size, clock=clock))  # measured again at the end: the better of the two
+    peak = max(peak, matmul_peak(device, dtype, size=args.peak_size, clock=clock))  # again at the end: the better
 
     command = "python -m minclip.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print()
