@@ -439,10 +439,11 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, pe
     result = Result(name, config, args.batch_size, statistics.median(step_times), statistics.fmean(data_times),
                     statistics.median(forward_times), statistics.fmean(flops), statistics.fmean(lengths),
                     peak_memory, memory.lifetime)
-    log(f"{name} ({config.attn_impl}): {args.batch_size / result.step_seconds:,.0f} training pairs/s "
-        f"({result.step_seconds * 1e3:.0f} ms per step, data {result.data_seconds * 1e3:.1f} ms), {args.batch_size / result.forward_seconds:,.0f} "
-        f"forward pairs/s, {result.gflops:.0f} GFLOP/s (~{result.gflops / peak:.0%} of peak), peak memory "
-        f"{peak_memory / 2**20:,.0f} MiB")
+    pairs = args.batch_size
+    log(f"{name} ({config.attn_impl}): {pairs / result.step_seconds:,.0f} training pairs/s "
+        f"({result.step_seconds * 1e3:.0f} ms per step, data {result.data_seconds * 1e3:.1f} ms), "
+        f"{pairs / result.forward_seconds:,.0f} forward pairs/s, {result.gflops:.0f} GFLOP/s "
+        f"(~{result.gflops / peak:.0%} of peak), peak memory {peak_memory / 2**20:,.0f} MiB")
     if reference is not None:
         result.openai = compare_with_openai(name, overrides, reference, data, step, args, device, clock, autocast,
                                             log)
