@@ -70,7 +70,7 @@ class CLIPConfig:
     text_pooling: str = "eot"  # "eot": causal, pooled at the first EOT (CLIP); "first": bidirectional, [CLS]-style
     # --- both towers ---
     activation: str = "quick_gelu"  # MLP activation: "quick_gelu" (OpenAI's weights need it) or "gelu"
-    attn_impl: str = "manual"  # "manual": hand-written attention; "sdpa": F.scaled_dot_product_attention (faster)
+    attn_impl: str = "manual"  # "manual": hand-written attention; "sdpa": F.scaled_dot_product_attention (fused)
     init_logit_scale: float = math.log(1 / 0.07)  # initial log inverse temperature: exp(2.659) = 14.3
     init_logit_bias: float | None = None  # SigLIP: a learned bias added to every logit, starting here; None: no bias
 

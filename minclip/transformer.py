@@ -17,6 +17,7 @@ References: Radford et al. (2019), GPT-2; Radford et al. (2021), CLIP, section 2
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiheadSelfAttention
@@ -25,10 +26,38 @@ ACTIVATIONS = ("quick_gelu", "gelu")
 
 
 class QuickGELU(nn.Module):
-    """``x * sigmoid(1.702 * x)``, the GELU approximation OpenAI's CLIP uses (within ~0.02 of exact GELU)."""
+    """``x * sigmoid(1.702 * x)``, the GELU approximation OpenAI's CLIP uses (within ~0.02 of exact GELU).
+
+    The formula, written as it reads, makes autograd run a sigmoid, two products and a sum of two gradients over
+    the MLP's widest tensor ``(B, T, 4D)``: ~15 % of a CPU training step of the ``tiny`` preset. The same function
+    with a hand-written gradient (:class:`QuickGELUFunction`) takes about half the time.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return QuickGELUFunction.apply(x)
+
+
+class QuickGELUFunction(torch.autograd.Function):
+    """QuickGELU with its gradient written by hand, in terms of SiLU (``silu(z) = z * sigmoid(z)``).
+
+    With ``z = 1.702 x``: ``x * sigmoid(1.702 x) = silu(z) / 1.702``, and by the chain rule
+    ``d/dx [silu(z) / 1.702] = silu'(z) * 1.702 / 1.702 = silu'(z)``. So the forward pass is SiLU's fused kernel on
+    ``z``, and the backward pass is SiLU's fused derivative kernel (``aten.silu_backward``), one pass over the tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        z = x * 1.702
+        ctx.save_for_backward(x, z)
+        return F.silu(z).div_(1.702)  # in place: nothing else holds silu's output
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        x, z = ctx.saved_tensors
+        if torch.is_grad_enabled():  # backward(create_graph=True): a second derivative will follow, so stay in autograd
+            s = torch.sigmoid(1.702 * x)
+            return grad_output * s * (1 + 1.702 * x * (1 - s))  # d/dx [x s] = s + x * 1.702 s (1 - s)
+        return torch.ops.aten.silu_backward(grad_output, z)  # grad_output * silu'(z), one fused pass
 
 
 def make_activation(name: str) -> nn.Module:

@@ -77,6 +77,20 @@ def test_core_equals_torch_sdpa(with_mask):
     torch.testing.assert_close(weights.sum(-1), torch.ones(B, H, T))
 
 
+def test_core_is_causal_equals_an_explicit_causal_mask():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, B, H, T, D // H).unbind(0)
+    out, weights = scaled_dot_product_attention(q, k, v, is_causal=True)
+    expected_out, expected_weights = scaled_dot_product_attention(q, k, v, causal_mask(T))
+    torch.testing.assert_close(out, expected_out)
+    torch.testing.assert_close(weights, expected_weights)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True), rtol=1e-6, atol=1e-6)
+    # with a mask that blocks key 0 for every query, causality leaves query 0 nothing: its weights are zeros
+    blocks_key_0 = torch.zeros(T, T).index_fill_(1, torch.tensor([0]), float("-inf"))
+    _, weights = scaled_dot_product_attention(q, k, v, blocks_key_0, is_causal=True)
+    assert (weights[:, :, 0] == 0).all() and torch.allclose(weights[:, :, 1:].sum(-1), torch.ones(B, H, T - 1))
+
+
 def test_boolean_convention_is_true_means_blocked():
     """Our bool masks block where True; F.scaled_dot_product_attention's allow where True: the same result needs ~."""
     torch.manual_seed(0)

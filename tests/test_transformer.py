@@ -53,6 +53,18 @@ def test_activations():
         MLP(D, activation="relu")
 
 
+def test_quick_gelu_hand_written_gradient():
+    """QuickGELUFunction's backward equals autograd on the literal formula, in float64 to first and second order."""
+    x = torch.linspace(-6, 6, 41, dtype=torch.float64, requires_grad=True)
+    literal = x.detach().clone().requires_grad_()
+    grad = torch.randn(41, dtype=torch.float64)
+    (ours,) = torch.autograd.grad(QuickGELU()(x), x, grad)
+    (expected,) = torch.autograd.grad(literal * torch.sigmoid(1.702 * literal), literal, grad)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(QuickGELU(), (x,))
+    assert torch.autograd.gradgradcheck(QuickGELU(), (x,))  # create_graph=True takes the differentiable branch
+
+
 def test_attention_maps_per_layer():
     stack = randomize_(Transformer(D, L, H))
     x = torch.randn(B, T, D)

@@ -1,0 +1,189 @@
+"""minclip.bench: the analytic matmul count against PyTorch's FlopCounterMode and a hand count, the OpenAI twin
+against minclip's logits, the data pipeline against training's, and the command line (no timing is asserted)."""
+
+import doctest
+import re
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from minclip import bench
+from minclip.bench import EmojiBatches, PeakMemory, main, matmul_flops, openai_twin
+from minclip.loss import clip_loss
+from minclip.model import CLIP, CLIPConfig
+from minclip.text import trim_padding
+from minclip.train import train_step
+
+# The manual attention path: FlopCounterMode has no formula for the CPU's fused attention kernel (it counts 0).
+SMALL = dict(embed_dim=24, image_size=12, patch_size=4, vision_width=16, vision_layers=1, vision_heads=2,
+             vocab_size=50, context_length=7, text_width=8, text_layers=2, text_heads=2, attn_impl="manual")
+
+
+def batch(config: CLIPConfig, size: int, length: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(size, 3, config.image_size, config.image_size, generator=g)
+    tokens = torch.randint(1, config.vocab_size - 2, (size, length), generator=g)
+    tokens[:, -1] = config.eot_token_id
+    return images, tokens
+
+
+def test_matmul_flops_by_hand():
+    """One config counted term by term: B=2, 9 patches of 3*4*4 values, 10 image tokens of width 16, 7 text tokens
+    of width 8 (2 blocks), embedding 24."""
+    config, B = CLIPConfig(**SMALL), 2
+    patches = 2 * B * 9 * 48 * 16
+    image_block = 2 * B * 10 * 16 * 48 + 2 * 2 * B * 10 * 10 * 16 + 2 * B * 10 * 16 * 16 + 2 * 2 * B * 10 * 16 * 64
+    text_block = 2 * B * 7 * 8 * 24 + 2 * 2 * B * 7 * 7 * 8 + 2 * B * 7 * 8 * 8 + 2 * 2 * B * 7 * 8 * 32
+    heads_and_logits = 2 * B * 16 * 24 + 2 * B * 8 * 24 + 2 * B * B * 24
+    forward = patches + image_block + 2 * text_block + heads_and_logits
+    assert matmul_flops(config, B, training=False) == forward == 215_104
+    assert matmul_flops(config, B) == 3 * forward - patches  # the images need no gradient
+
+
+@pytest.mark.parametrize("overrides, length", [({}, 7), ({}, 3), ({"vision_layers": 2, "text_heads": 1}, 5)])
+def test_matmul_flops_equal_flop_counter_on_a_forward_pass(overrides, length):
+    config = CLIPConfig(**{**SMALL, **overrides})
+    model = CLIP(config)
+    images, tokens = batch(config, 5, length)
+    with FlopCounterMode(display=False) as counter:
+        model(images, tokens)
+    assert matmul_flops(config, 5, training=False, text_length=length) == counter.get_total_flops()
+
+
+def test_matmul_flops_equal_flop_counter_on_a_training_step():
+    config = CLIPConfig.preset("nano", attn_impl="manual")
+    model = CLIP(config)
+    optimizer = torch.optim.AdamW(model.parameters())
+    images, tokens = batch(config, 6, 9)
+    with FlopCounterMode(display=False) as counter:
+        train_step(model, images, tokens, optimizer, grad_clip=1.0)
+    assert matmul_flops(config, 6, training=True, text_length=9) == counter.get_total_flops()
+
+
+def test_matmul_flops_errors():
+    with pytest.raises(ValueError, match="counts ViT models"):
+        matmul_flops(CLIPConfig.preset("nano", image_encoder="resnet"), 4)
+    with pytest.raises(ValueError, match=r"text_length must be in 1..context_length=32, got 33"):
+        matmul_flops(CLIPConfig.preset("nano"), 4, text_length=33)
+
+
+def test_openai_twin_holds_the_same_model():
+    """Tiny has 4 heads of 32 channels where OpenAI's constructor would give width // 64 = 2: the twin must not."""
+    reference = bench.openai_reference()
+    assert reference is not None, "clip-anytorch is installed for the tests (make setup)"
+    config = CLIPConfig.preset("tiny", vocab_size=300)
+    torch.manual_seed(0)
+    ours = CLIP(config).eval()
+    twin = openai_twin(ours, reference).eval()
+    assert sum(p.numel() for p in twin.parameters()) == ours.num_params()
+    images, tokens = batch(config, 4, config.context_length)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(images, tokens)[0], twin(images, tokens)[0], rtol=1e-5, atol=1e-5)
+    # the adapter lets minclip's train_step drive it: one step moves both models alike
+    ours.train(), twin.train()
+    loss_ours = train_step(ours, images, tokens, torch.optim.SGD(ours.parameters(), lr=0.1), grad_clip=1.0)
+    loss_twin = train_step(bench.OpenAIAdapter(twin), images, tokens, torch.optim.SGD(twin.parameters(), lr=0.1),
+                           grad_clip=1.0)
+    assert loss_ours == pytest.approx(loss_twin, rel=1e-5)
+    torch.testing.assert_close(ours.visual.proj, twin.visual.proj, rtol=1e-5, atol=1e-6)
+
+
+def test_openai_twin_refuses_what_openai_cannot_build():
+    reference = bench.openai_reference()
+    with pytest.raises(ValueError, match=r"vision_width=32 \(OpenAI's CLIP gives width // 64 heads"):
+        openai_twin(CLIP(CLIPConfig.preset("nano")), reference)
+    with pytest.raises(ValueError, match="activation='gelu'"):
+        openai_twin(CLIP(CLIPConfig.preset("tiny", activation="gelu")), reference)
+
+
+def test_emoji_batches_are_prepared_as_training_prepares_them():
+    tokenizer = bench.emoji_tokenizer()
+    data = EmojiBatches(image_size=16, context_length=32, batch_size=8, tokenizer=tokenizer,
+                        device=torch.device("cpu"))
+    first, again = data.get(0), EmojiBatches(16, 32, 8, tokenizer, torch.device("cpu")).get(0)
+    assert first.images.shape == (8, 3, 16, 16) and first.images.dtype == torch.float32
+    assert first.full_tokens.shape == (8, 32)
+    torch.testing.assert_close(first.tokens, trim_padding(first.full_tokens, tokenizer.eot_token_id))
+    assert first.tokens.shape[1] < 32  # emoji captions are short: trimming removes work
+    torch.testing.assert_close(first.images, again.images)  # seeded per step, as training is
+    assert first.seconds > 0
+    steps_per_epoch = len(data.sampler.batches(0))
+    assert data.get(steps_per_epoch).full_tokens.shape == (8, 32) and data.epoch == 1  # runs on into epoch 2
+
+
+def test_peak_memory_sees_a_large_allocation():
+    memory = PeakMemory(torch.device("cpu"))
+    memory.reset()
+    before = memory.read()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, written, so resident
+    assert memory.read() - before >= 60 * 2**20
+    del block
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "python -m minclip.bench" in out and "--compare-openai" in out and "ref128" in out
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    rows = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    header, *body = [[cell.strip() for cell in row] for row in rows]
+    return {row[0]: dict(zip(header, row)) for row in body}
+
+
+def test_one_step_on_nano_prints_a_table(capsys):
+    assert main(["--preset", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "8", "--peak-size", "64",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^machine: .+torch .+", out, re.M)
+    row = table_rows(out)["nano"]
+    assert float(row["train pairs/s"].replace(",", "")) > 0 and row["OpenAI pairs/s"] == "–"
+    assert re.fullmatch(r"\d+%", row["share of peak"]) and row["peak memory"].endswith("MiB")
+    assert "width 32/32, 2+2 blocks" in row["model"] and "vocab 2048" in row["model"]
+
+
+def test_openai_comparison_on_ref64(capsys):
+    assert main(["--preset", "ref64", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--peak-size", "64",
+                 "--threads", "1", "--compare-openai"]) == 0
+    out = capsys.readouterr().out
+    difference = float(re.search(r"same weights: max \|logit difference\| (\S+);", out).group(1))
+    assert difference < 1e-4
+    row = table_rows(out)["ref64"]
+    assert "vocab 49408" in row["model"]
+    for column in ("OpenAI pairs/s", "× OpenAI, same tokens", "× OpenAI, trimmed"):
+        assert float(row[column].replace(",", "")) > 0
+
+
+def test_comparison_without_the_reference_says_how_to_install_it(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "openai_reference", lambda: None)
+    assert main(["--preset", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--peak-size", "64",
+                 "--threads", "1", "--compare-openai"]) == 0
+    assert "pip install --no-deps clip-anytorch==2.6.0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--batch-size", "1"], "--batch-size must be at least 2, got 1: a contrastive loss needs negatives"),
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--clock", "cpu", "--device", "meta"], "--clock cpu measures CPU time"),
+])
+def test_bad_options_are_clear_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_docstring_examples():
+    assert doctest.testmod(bench).failed == 0
+
+
+def test_several_attention_implementations_give_one_row_each(capsys):
+    assert main(["--preset", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--peak-size", "64",
+                 "--threads", "1", "--attn-impl", "manual", "sdpa"]) == 0
+    models = [line.split("|")[2] for line in capsys.readouterr().out.splitlines() if line.startswith("| nano ")]
+    assert len(models) == 2 and models[0].strip().endswith("manual") and models[1].strip().endswith("sdpa")
