@@ -1,6 +1,7 @@
 # minclip: two commands for a newcomer.
 #   make train   sets everything up, then runs the main job
 #   make test    sets everything up, then runs every test (unit tests, course checks, notebooks)
+#   make bench   times the training step against OpenAI's reference code (a benchmark, not a test)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ TORCH  ?= torch==2.13.0
 # (we import single files from them: clip/model.py, clip/simple_tokenizer.py, open_clip/loss.py).
 REFERENCES ?= clip-anytorch==2.6.0 open-clip-torch==3.3.0
 
-.PHONY: setup train test clean
+.PHONY: setup train test bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -26,6 +27,9 @@ train: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m minclip.bench --compare-openai
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
