@@ -66,7 +66,7 @@ from .attention import IMPLEMENTATIONS
 from .model import CLIP, PRESETS, CLIPConfig
 from .text import first_eot_index, trim_padding
 from .tokenizer import BPETokenizer
-from .train import (TrainConfig, build_model, epoch_captions, load_pairs, parameter_groups, pick_device,
+from .train import (TrainConfig, build_model, epoch_captions, load_pairs, make_optimizer, pick_device, step_generator,
                     tokenizer_corpus, train_step)
 
 # The shapes of the issue's reference measurements (OpenAI's code on a 2-core CPU): a width-128 ViT CLIP with 4 + 4
@@ -240,7 +240,7 @@ class EmojiBatches:
         start = self.clock()
         batch = self.batches[position % len(self.batches)]
         index = torch.tensor(batch)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)  # as training seeds each step
+        generator = step_generator(self.seed, step)  # as training seeds each step
         if self.random_pixels:
             images = torch.randint(0, 256, (len(batch), self.image_size, self.image_size, 3), dtype=torch.uint8,
                                    generator=generator)
@@ -272,13 +272,6 @@ def bench_model(name: str, tokenizer: BPETokenizer, **overrides) -> CLIP:
     if name not in PRESETS:
         raise ValueError(f"unknown configuration {name!r}; choose from {CONFIG_NAMES}")
     return build_model(TrainConfig(preset=name, model=overrides), tokenizer)
-
-
-def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW as :func:`minclip.train.train` makes it (same parameter groups, learning rate, betas, eps, decay)."""
-    defaults = TrainConfig()
-    return torch.optim.AdamW(parameter_groups(model, defaults.weight_decay), lr=defaults.lr, betas=(0.9, 0.98),
-                             eps=1e-6)
 
 
 def openai_reference():
@@ -401,7 +394,7 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, pe
     overrides = {"attn_impl": attn_impl} if attn_impl else {}
     model = bench_model(name, tokenizer, **overrides).to(device).train()
     config = model.config
-    optimizer = make_optimizer(model)
+    optimizer = make_optimizer(model, TrainConfig())  # as `python -m minclip train` makes it
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None  # as train does
     data = EmojiBatches(config.image_size, config.context_length, args.batch_size, tokenizer, device, clock=clock)
     step = 0
@@ -462,7 +455,7 @@ def compare_with_openai(name: str, overrides: dict, reference, data: EmojiBatche
         return {}
     difference = check_same_logits(start_weights, twin, data.get(step))
     models = {"minclip": start_weights, "OpenAI": twin, "minclip, trimmed": copy.deepcopy(start_weights)}
-    optimizers = {key: make_optimizer(model) for key, model in models.items()}  # OpenAI's names: the same groups
+    optimizers = {key: make_optimizer(model, TrainConfig()) for key, model in models.items()}  # the same groups
     models["OpenAI"] = OpenAIAdapter(twin)  # after the optimiser: its parameter names are OpenAI's own
     times = {key: [] for key in models}
     order = list(models)

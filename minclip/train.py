@@ -148,6 +148,17 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """CLIP's AdamW (beta2 = 0.98, eps = 1e-6) over `parameter_groups`, at `config.lr` and `config.weight_decay`."""
+    return torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random generator of training step `step`: its draws depend on (seed, step) only, so a resumed run
+    augments every batch exactly as the uninterrupted run did."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
 def warmup_cosine(total_steps: int, warmup_steps: int):
     """Learning-rate multiplier: 0 -> 1 linearly over `warmup_steps`, then 1 -> 0 along a half cosine."""
 
@@ -502,8 +513,7 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98),
-                                  eps=1e-6)
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, max(1, round(config.warmup_fraction * total_steps))))
     history = {"step": [], "loss": [], "temperature": [], "lr": [], "val": []}
@@ -533,7 +543,7 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
             index = torch.tensor(batch)
             images = train_set.images[index]  # (B, S, S, 3) uint8
             if config.augment:  # the whole global batch, in every process: the shifts and flips of a single process
-                generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+                generator = step_generator(config.seed, step)
                 images = augment(images, [captions[i] for i in batch], generator=generator)
             tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T): same result, less work
             mine = processes.shard(len(batch))  # this process's rows (all of them when alone)
