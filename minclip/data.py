@@ -265,10 +265,11 @@ def to_model_input(images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,
         got = f"{tuple(images.shape)} {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a uint8 tensor (N, H, W, 3), got {got}; stack single images with "
                          "torch.stack and convert numpy arrays with torch.from_numpy")
-    x = images.permute(0, 3, 1, 2).float() / 255  # (N, 3, H, W)
+    # One new tensor, then in-place arithmetic: each fresh tensor of a batch costs page faults, more than the maths.
+    x = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)  # (N, 3, H, W)
     mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return x.div_(255).sub_(mean).div_(std)
 
 
 def from_model_input(x: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,
@@ -295,6 +296,7 @@ _NO_FLIP_KO = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)  # training asks about the same captions every epoch
 def flip_allowed(caption: str) -> bool:
     """Whether a horizontal mirror image still fits `caption` (no sides, directions, text, digits, clocks, flags).
 
@@ -317,18 +319,23 @@ def augment(images: torch.Tensor, captions: Sequence[str], max_shift: int = 2, f
     if len(captions) != len(images):
         raise ValueError(f"got {len(images)} images but {len(captions)} captions")
     B, H, W, _ = images.shape
-    out = images.clone()
-    if max_shift > 0:
-        padded = F.pad(images.permute(0, 3, 1, 2).float(), [max_shift] * 4, mode="replicate")  # (B, 3, H+2m, W+2m)
-        padded = padded.to(torch.uint8).permute(0, 2, 3, 1)  # (B, H+2m, W+2m, 3)
-        dy, dx = torch.randint(0, 2 * max_shift + 1, (2, B), generator=generator).tolist()
-        for b in range(B):
-            out[b] = padded[b, dy[b]:dy[b] + H, dx[b]:dx[b] + W]
+    m = max(0, max_shift)
+    padded = _replicate_pad(images, m)  # (B, H+2m, W+2m, 3)
+    dy, dx = torch.randint(0, 2 * m + 1, (2, B), generator=generator).tolist() if m > 0 else ([0] * B, [0] * B)
+    mirror = [False] * B
     if flip:
-        coin = torch.rand(B, generator=generator) < 0.5
-        mirror = torch.tensor([bool(c) and flip_allowed(t) for c, t in zip(coin, captions)])
-        out[mirror] = out[mirror].flip(2)  # W is dim 2 of (B, H, W, 3)
-    return out
+        coin = (torch.rand(B, generator=generator) < 0.5).tolist()
+        mirror = [c and flip_allowed(t) for c, t in zip(coin, captions)]
+    crops = [padded[b, dy[b]:dy[b] + H, dx[b]:dx[b] + W] for b in range(B)]  # views, (H, W, 3) each
+    return torch.stack([crop.flip(1) if mirrored else crop for crop, mirrored in zip(crops, mirror)])  # W: dim 1
+
+
+def _replicate_pad(images: torch.Tensor, m: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B, H+2m, W+2m, C), the edge pixels repeated outwards (uint8 in, uint8 out, no float copy)."""
+    if m == 0:
+        return images
+    rows = torch.cat([images[:, :1].expand(-1, m, -1, -1), images, images[:, -1:].expand(-1, m, -1, -1)], dim=1)
+    return torch.cat([rows[:, :, :1].expand(-1, -1, m, -1), rows, rows[:, :, -1:].expand(-1, -1, m, -1)], dim=2)
 
 
 class Collate:

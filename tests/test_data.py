@@ -378,6 +378,22 @@ def test_augment_shifts_are_small_translations():
     assert sum(not torch.equal(o, i) for o, i in zip(out, images)) > 8
 
 
+def test_augment_shifts_then_mirrors_and_leaves_its_input_alone():
+    images = torch.randint(0, 256, (32, 8, 8, 3), dtype=torch.uint8)
+    before = images.clone()
+    out = augment(images, ["grinning face"] * 32, max_shift=1, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(images, before)
+    padded = torch.nn.functional.pad(images.permute(0, 3, 1, 2), [1] * 4, mode="replicate").permute(0, 2, 3, 1)
+    kinds = []
+    for b in range(32):
+        shifts = [padded[b, dy:dy + 8, dx:dx + 8] for dy in range(3) for dx in range(3)]
+        plain = any(torch.equal(out[b], s) for s in shifts)
+        mirrored = any(torch.equal(out[b], s.flip(1)) for s in shifts)
+        assert plain or mirrored
+        kinds.append(mirrored and not plain)
+    assert 4 < sum(kinds) < 28  # about half are mirror images of a shifted copy
+
+
 # --------------------------------------------------------------------------------------------- collate, sampler
 def test_collate_shapes_dtypes_and_values():
     dataset = EmojiDataset("val", image_size=16, captions="eval")
