@@ -17,7 +17,10 @@ torch version and the thread count):
   the per-epoch work (drawing the captions, tokenising them, making the batches) spread over the epoch's steps;
 * **forward pairs/s**: inference, ``model(images, tokens)`` without gradients;
 * **GFLOP/s** and **share of peak**: the matrix products of the step counted analytically (:func:`matmul_flops`)
-  over the step time, against the GFLOP/s of one large matmul measured in the same run (:func:`matmul_peak`);
+  over the step time, against the GFLOP/s of a large square matmul (:func:`matmul_peak`) timed just before every
+  timed step. A shared or virtual machine's peak can move during a run (on this project's 2-core VM it swings between
+  about 160 and 320 GFLOP/s, as if the two virtual cores were sometimes one core's two hyperthreads): each step is
+  set against the peak of its own moment, and the table shows the peaks' range beside the median share;
 * **peak memory**: on the CPU the process's peak resident memory during the timed training steps (the interpreter,
   torch, the data set, the model and its optimiser included; memory freed by earlier configurations is handed back to
   the system first), on CUDA ``torch.cuda.max_memory_allocated``;
@@ -135,19 +138,39 @@ def matmul_flops(config: CLIPConfig, batch: int, training: bool = True, text_len
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None,
                 repeats: int = 5, clock=time.perf_counter) -> float:
-    """GFLOP/s of one large square matrix product (best of ``repeats``): the ceiling the model's products aim at."""
-    size = size or (4096 if device.type == "cpu" else 8192)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b  # warm-up: thread pools, GPU clocks, cuBLAS heuristics
+    """GFLOP/s of one large square matrix product (best of ``repeats``): the ceiling the model's products aim at.
+
+    The operands and the output are made once per (device, dtype, size) and kept, so probing between training steps
+    allocates nothing (and adds nothing to the peak memory measured around those steps)."""
+    size = size or (2048 if device.type == "cpu" else 8192)  # 2048: as fast per FLOP as 4096 on a CPU, 8x quicker
+    a, b, out = _probe_operands(device, dtype, size)
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
         start = clock()
-        a @ b
+        torch.matmul(a, b, out=out)
         _sync(device)
         best = min(best, clock() - start)
     return 2 * size**3 / best / 1e9
+
+
+@functools.lru_cache(maxsize=2)
+def _probe_operands(device: torch.device, dtype: torch.dtype, size: int) -> tuple[torch.Tensor, ...]:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = a @ b  # warm-up: thread pools, GPU clocks, cuBLAS heuristics
+    return a, b, out
+
+
+def peak_dtype(device: torch.device) -> torch.dtype:
+    """The dtype the step's products run in: bf16 under training's autocast on CUDA, fp32 elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def peak_range(peaks: list[float]) -> str:
+    """'163–318' (lowest–highest), or one number when they agree to 5 %."""
+    low, high = min(peaks), max(peaks)
+    return f"{high:,.0f}" if high <= 1.05 * low else f"{low:,.0f}–{high:,.0f}"
 
 
 def _sync(device: torch.device) -> None:
@@ -370,6 +393,8 @@ class Result:
     text_length: float  # mean tokens per caption row after trimming
     peak_memory: int  # bytes
     peak_is_lifetime: bool
+    matmul_peaks: list[float]  # GFLOP/s of the probe before each timed step
+    share_of_peak: float  # median over the timed steps of (step GFLOP/s) / (the probe's GFLOP/s just before it)
     openai: dict = field(default_factory=dict)  # median step seconds: "minclip", "OpenAI", "minclip, trimmed"
 
     @property
@@ -386,7 +411,7 @@ def timed_train_step(model, optimizer, images, tokens, device: torch.device, clo
     return clock() - start
 
 
-def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, peak: float, clock, reference,
+def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, clock, reference,
               attn_impl: str | None = None, log=print) -> Result:
     """Time configuration ``name`` (with ``attn_impl`` if given): training steps, then forward passes, then (with
     ``reference``) the comparison with OpenAI's code. Batches follow one another as in training, over as many
@@ -405,14 +430,16 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, pe
 
     memory = PeakMemory(device)
     memory.reset()
-    step_times, data_times, flops, lengths = [], [], [], []
+    step_times, data_times, flops, lengths, peaks, shares = [], [], [], [], [], []
     for _ in range(args.steps):
         batch = data.get(step)
         step += 1
         data_times.append(batch.seconds)
+        peaks.append(matmul_peak(device, peak_dtype(device), args.peak_size, repeats=2, clock=clock))
         step_times.append(timed_train_step(model, optimizer, batch.images, batch.tokens, device, clock, autocast))
         flops.append(matmul_flops(config, args.batch_size, training=True, text_length=batch.tokens.shape[1]))
         lengths.append(batch.tokens.shape[1])
+        shares.append(flops[-1] / step_times[-1] / 1e9 / peaks[-1])
     peak_memory = memory.read()
 
     model.eval()
@@ -431,12 +458,13 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, pe
 
     result = Result(name, config, args.batch_size, statistics.median(step_times), statistics.fmean(data_times),
                     statistics.median(forward_times), statistics.fmean(flops), statistics.fmean(lengths),
-                    peak_memory, memory.lifetime)
+                    peak_memory, memory.lifetime, peaks, statistics.median(shares))
     pairs = args.batch_size
     log(f"{name} ({config.attn_impl}): {pairs / result.step_seconds:,.0f} training pairs/s "
         f"({result.step_seconds * 1e3:.0f} ms per step, data {result.data_seconds * 1e3:.1f} ms), "
         f"{pairs / result.forward_seconds:,.0f} forward pairs/s, {result.gflops:.0f} GFLOP/s "
-        f"(~{result.gflops / peak:.0%} of peak), peak memory {peak_memory / 2**20:,.0f} MiB")
+        f"({result.share_of_peak:.0%} of the matmul peak, {peak_range(peaks)} GFLOP/s), "
+        f"peak memory {peak_memory / 2**20:,.0f} MiB")
     if reference is not None:
         result.openai = compare_with_openai(name, overrides, reference, data, step, args, device, clock, autocast,
                                             log)
@@ -499,9 +527,9 @@ def describe(result: Result) -> str:
             f"vocab {c.vocab_size}, {c.attn_impl}")
 
 
-def markdown_table(results: list[Result], peak: float) -> str:
-    head = ("| config | model | train pairs/s | step ms | data ms | forward pairs/s | GFLOP/s | share of peak "
-            "| peak memory | OpenAI pairs/s | × OpenAI, same tokens | × OpenAI, trimmed |")
+def markdown_table(results: list[Result]) -> str:
+    head = ("| config | model | train pairs/s | step ms | data ms | forward pairs/s | GFLOP/s | matmul peak "
+            "| share of peak | peak memory | OpenAI pairs/s | × OpenAI, same tokens | × OpenAI, trimmed |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         b = r.batch_size
@@ -514,7 +542,7 @@ def markdown_table(results: list[Result], peak: float) -> str:
             openai = "– | – | –"
         rows.append(f"| {r.name} | {describe(r)} | {b / r.step_seconds:,.0f} | {r.step_seconds * 1e3:.0f} | "
                     f"{r.data_seconds * 1e3:.1f} | {b / r.forward_seconds:,.0f} | {r.gflops:.0f} | "
-                    f"{r.gflops / peak:.0%} | {memory} | {openai} |")
+                    f"{peak_range(r.matmul_peaks)} | {r.share_of_peak:.0%} | {memory} | {openai} |")
     return "\n".join(rows)
 
 
@@ -540,8 +568,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare-openai", action="store_true",
                         help="also train OpenAI's clip/model.py on the same weights and batches, interleaved")
     parser.add_argument("--peak-size", type=int,
-                        help="side of the square matmul that measures the peak (default: 4096 on the CPU, 8192 on "
-                             "a GPU)")
+                        help="side of the square matmul that measures the peak before every timed step (default: "
+                             "2048 on the CPU, 8192 on a GPU)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time (default); cpu: this process's CPU time, steadier on a shared "
                              "machine but meaningful only with --threads 1 on the CPU")
@@ -576,25 +604,24 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = torch.get_num_threads()
     print(f"machine: {machine_line(device, threads)}")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    peak = matmul_peak(device, dtype, size=args.peak_size, clock=clock)
-    print(f"matmul peak: {peak:,.0f} GFLOP/s ({str(dtype).removeprefix('torch.')}, one large square product, "
-          f"best of 5; measured again at the end)")
+    dtype = peak_dtype(device)
     tokenizer = emoji_tokenizer()
 
     results = []
     for name in args.configs:
         for attn_impl in args.attn_impl or [None]:
-            results.append(bench_one(name, args, tokenizer, device, peak, clock, reference, attn_impl))
-    peak = max(peak, matmul_peak(device, dtype, size=args.peak_size, clock=clock))  # again at the end: the better
+            results.append(bench_one(name, args, tokenizer, device, clock, reference, attn_impl))
+    peaks = [p for r in results for p in r.matmul_peaks]
 
     command = "python -m minclip.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print()
     print(f"`{command.strip()}` on {machine_line(device, threads)}. Batch {args.batch_size}, median of "
-          f"{args.steps} steps after {args.warmup} warm-up, {args.clock} clock; matmul peak {peak:,.0f} GFLOP/s "
-          f"({str(dtype).removeprefix('torch.')}); data = host time per batch.")
+          f"{args.steps} steps after {args.warmup} warm-up, {args.clock} clock; data = host time per batch; "
+          f"matmul peak = a {args.peak_size or (2048 if device.type == 'cpu' else 8192)}² "
+          f"{str(dtype).removeprefix('torch.')} product timed before every step ({peak_range(peaks)} GFLOP/s in "
+          "this run), share of peak = median of each step's GFLOP/s over the peak of its moment.")
     print()
-    print(markdown_table(results, peak))
+    print(markdown_table(results))
     return 0
 
 

@@ -112,6 +112,17 @@ def test_emoji_batches_are_prepared_as_training_prepares_them():
     assert data.get(steps_per_epoch).full_tokens.shape == (8, 32) and data.epoch == 1  # runs on into epoch 2
 
 
+def test_peak_range_shows_a_spread_only_when_the_peak_moved():
+    assert bench.peak_range([300.0, 310.0, 305.0]) == "310"  # within 5 %: one figure
+    assert bench.peak_range([318.4, 163.2, 250.0]) == "163–318"
+
+
+def test_matmul_peak_reuses_its_operands():
+    cpu = torch.device("cpu")
+    assert bench.matmul_peak(cpu, size=64, repeats=1) > 0
+    assert bench._probe_operands(cpu, torch.float32, 64)[0] is bench._probe_operands(cpu, torch.float32, 64)[0]
+
+
 def test_peak_memory_sees_a_large_allocation():
     memory = PeakMemory(torch.device("cpu"))
     memory.reset()
@@ -143,6 +154,7 @@ def test_one_step_on_nano_prints_a_table(capsys):
     row = table_rows(out)["nano"]
     assert float(row["train pairs/s"].replace(",", "")) > 0 and row["OpenAI pairs/s"] == "–"
     assert re.fullmatch(r"\d+%", row["share of peak"]) and row["peak memory"].endswith("MiB")
+    assert re.fullmatch(r"[\d,]+(–[\d,]+)?", row["matmul peak"])
     assert "width 32/32, 2+2 blocks" in row["model"] and "vocab 2048" in row["model"]
 
 
