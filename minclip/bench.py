@@ -99,6 +99,9 @@ def matmul_flops(config: CLIPConfig, batch: int, training: bool = True, text_len
                           2 B T T D  (twice)      scores q k^T and weights @ v: H heads of D/H channels each
                           2 B T D D               output projection
                           2 B T D (4D)  (twice)   the MLP, D -> 4D -> D
+        last block        the same with 1 query   only the pooled token's output is read (``read_positions`` of
+                          (T' = 1) except k, v    :meth:`minclip.transformer.Transformer.forward`): q, scores,
+                                                  weighted sum, output projection and MLP for that token alone
         projections       2 B D E  (per tower)    the pooled token only (class token, end-of-text token)
         logits            2 B B E                 every image against every text
 
@@ -109,9 +112,9 @@ def matmul_flops(config: CLIPConfig, batch: int, training: bool = True, text_len
 
         >>> config = CLIPConfig.preset("tiny")
         >>> round(matmul_flops(config, batch=128) / 1e9, 1)    # GFLOP, training step, batch 128, 32 text tokens
-        31.5
+        25.3
         >>> round(matmul_flops(config, batch=128, text_length=20) / 1e9, 1)   # a batch trimmed to 20 tokens
-        23.7
+        19.2
     """
     if config.image_encoder != "vit":
         raise ValueError("matmul_flops counts ViT models; this config's image_encoder is "
@@ -120,10 +123,13 @@ def matmul_flops(config: CLIPConfig, batch: int, training: bool = True, text_len
     if not 1 <= T_text <= config.context_length:
         raise ValueError(f"text_length must be in 1..context_length={config.context_length}, got {text_length}")
 
-    def tower(tokens: int, width: int, layers: int) -> int:
-        per_block = 2 * tokens * width * (3 * width) + 2 * (2 * tokens * tokens * width) \
-            + 2 * tokens * width * width + 2 * (2 * tokens * width * 4 * width)
-        return batch * layers * per_block
+    def block(queries: int, tokens: int, width: int) -> int:  # `queries` of the `tokens` positions are computed
+        return (2 * queries * width * width + 2 * tokens * width * (2 * width)  # q; k and v
+                + 2 * (2 * queries * tokens * width)  # scores and weighted sum
+                + 2 * queries * width * width + 2 * (2 * queries * width * 4 * width))  # out projection; MLP
+
+    def tower(tokens: int, width: int, layers: int) -> int:  # the last block computes the pooled token only
+        return batch * ((layers - 1) * block(tokens, tokens, width) + block(1, tokens, width)) if layers else 0
 
     patches = (config.image_size // config.patch_size) ** 2
     patch_embedding = 2 * batch * patches * (3 * config.patch_size**2) * config.vision_width

@@ -144,25 +144,37 @@ class TextTransformer(nn.Module):
         With ``return_attention=True`` returns ``(features, maps)``, ``maps`` one ``(B, H, T, T)`` tensor per layer.
         """
         self.check_tokens(tokens)
-        T = tokens.shape[1]
-        x = self.token_embedding(tokens) + self.positional_embedding[:T]  # (B, T, D)
+        return self._hidden(tokens, return_attention)
+
+    def pooled_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The position read in each row, ``(B,)``: the first end-of-text token (``"eot"``) or 0 (``"first"``)."""
         if self.pooling == "eot":
-            out = self.transformer(x, is_causal=True, return_attention=return_attention)
-        else:
-            padding = torch.arange(T, device=tokens.device) > first_eot_index(tokens, self.eot_token_id)[:, None]
-            out = self.transformer(x, key_padding_mask=padding, return_attention=return_attention)  # (B, T) mask
-        x, maps = out if return_attention else (out, None)
-        x = self.ln_final(x)
-        return (x, maps) if return_attention else x
+            return first_eot_index(tokens, self.eot_token_id)
+        return torch.zeros(len(tokens), dtype=torch.long, device=tokens.device)
 
     def forward(self, tokens: torch.Tensor, return_attention: bool = False):
         """``(B, T)`` token ids -> ``(B, embed_dim)`` features (``(features, maps)`` with ``return_attention``)."""
-        out = self.token_features(tokens, return_attention)
-        x, maps = out if return_attention else (out, None)
-        if self.pooling == "eot":
-            pooled_at = first_eot_index(tokens, self.eot_token_id)  # (B,)
+        self.check_tokens(tokens)
+        pooled_at = None if return_attention else self.pooled_positions(tokens)  # maps need the full last block
+        out = self._hidden(tokens, return_attention, pooled_at)
+        if return_attention:
+            x, maps = out
+            pooled = x[torch.arange(len(x), device=x.device), self.pooled_positions(tokens)]  # (B, D): one per row
         else:
-            pooled_at = torch.zeros(len(tokens), dtype=torch.long, device=tokens.device)
-        pooled = x[torch.arange(len(x), device=x.device), pooled_at]  # (B, D): one position per row
+            pooled, maps = out, None  # (B, D): the last block computed the pooled tokens alone
         features = pooled @ self.text_projection  # (B, D) @ (D, embed_dim) -> (B, embed_dim)
         return (features, maps) if return_attention else features
+
+    def _hidden(self, tokens: torch.Tensor, return_attention: bool, read_positions: torch.Tensor | None = None):
+        """Embed, run the Transformer, ``ln_final``: ``(B, T, D)``, or ``(B, D)`` at ``read_positions``."""
+        T = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:T]  # (B, T, D)
+        if self.pooling == "eot":
+            out = self.transformer(x, is_causal=True, return_attention=return_attention, read_positions=read_positions)
+        else:
+            padding = torch.arange(T, device=tokens.device) > first_eot_index(tokens, self.eot_token_id)[:, None]
+            out = self.transformer(x, key_padding_mask=padding, return_attention=return_attention,  # (B, T) mask
+                                   read_positions=read_positions)
+        x, maps = out if return_attention else (out, None)
+        x = self.ln_final(x)
+        return (x, maps) if return_attention else x

@@ -99,15 +99,20 @@ class ResidualAttentionBlock(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        query_positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns ``(x, weights)``: ``x`` is ``(B, T, D)``, ``weights`` the ``(B, H, T, T)`` attention or ``None``.
 
-        The mask arguments are those of :meth:`MultiheadSelfAttention.forward`.
+        The mask arguments are those of :meth:`MultiheadSelfAttention.forward`. With ``query_positions`` ``(B,)``
+        the block computes one token per row, the one at that position: ``x`` ``(B, 1, D)``, ``weights``
+        ``(B, H, 1, T)``.
         """
         attended, weights = self.attn(
             self.ln_1(x), attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal,
-            need_weights=need_weights,
+            need_weights=need_weights, query_positions=query_positions,
         )
+        if query_positions is not None:
+            x = x[torch.arange(len(x), device=x.device), query_positions].unsqueeze(1)  # (B, 1, D): the kept tokens
         x = x + attended
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -138,19 +143,29 @@ class Transformer(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         return_attention: bool = False,
+        read_positions: torch.Tensor | None = None,
     ):
         """Run every block in order. ``(B, T, D) -> (B, T, D)``.
 
         With ``return_attention=True`` returns ``(x, maps)`` where ``maps`` is a list with one ``(B, H, T, T)``
         tensor of attention weights per layer (computed by the hand-written path, whatever ``attn_impl`` is).
+
+        ``read_positions`` ``(B,)``: the one position per row the caller will read (CLIP's pooled token). Every
+        block but the last still needs every token, since later blocks attend to them; the last block computes only
+        the read tokens, and the output is ``(B, D)`` (last map ``(B, H, 1, T)``). Same values as
+        ``out[arange(B), read_positions]`` of the full pass, for about ``(L - 1) / L`` of its cost plus the keys
+        and values of the last block.
         """
         maps = []
-        for block in self.resblocks:
+        last = len(self.resblocks) - 1
+        for i, block in enumerate(self.resblocks):
             x, weights = block(
                 x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal,
-                need_weights=return_attention,
+                need_weights=return_attention, query_positions=read_positions if i == last else None,
             )
             maps.append(weights)
+        if read_positions is not None:
+            x = x.squeeze(1) if self.resblocks else x[torch.arange(len(x), device=x.device), read_positions]  # (B, D)
         return (x, maps) if return_attention else x
 
     def init_openai_(self) -> None:

@@ -132,9 +132,12 @@ class VisionTransformer(nn.Module):
         cls = self.class_embedding.expand(len(x), 1, -1)  # (B, 1, D)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding  # (B, 1 + N, D)
         x = self.ln_pre(x)
-        out = self.transformer(x, return_attention=return_attention)  # no mask: every token sees every token
-        x, maps = out if return_attention else (out, None)
-        features = self.ln_post(x[:, 0]) @ self.proj  # class token (B, D) @ (D, embed_dim) -> (B, embed_dim)
+        if return_attention:  # every layer's full map: the last block runs for every token
+            x, maps = self.transformer(x, return_attention=True)  # no mask: every token sees every token
+            x = x[:, 0]  # (B, 1 + N, D) -> (B, D): the class token
+        else:  # only the class token is read: the last block computes it alone
+            x = self.transformer(x, read_positions=torch.zeros(len(x), dtype=torch.long, device=x.device))  # (B, D)
+        features = self.ln_post(x) @ self.proj  # class token (B, D) @ (D, embed_dim) -> (B, embed_dim)
         return (features, maps) if return_attention else features
 
 

@@ -201,3 +201,34 @@ def test_errors():
         module(torch.randn(B, T, D), attn_mask=torch.zeros(T, T, dtype=torch.long))
     with pytest.raises(ValueError, match=r"key_padding_mask must be \(B, T\) = \(3, 7\)"):
         module(torch.randn(B, T, D), key_padding_mask=torch.zeros(T, B, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("masks", ["none", "causal", "bool", "float", "padding", "per_head"])
+def test_query_positions_equal_the_full_rows_and_their_gradients(impl, masks):
+    ours, _ = make_pair(impl)
+    bool_mask, float_mask, padding = random_masks()
+    kwargs = {"none": {}, "causal": {"is_causal": True}, "bool": {"attn_mask": bool_mask},
+              "float": {"attn_mask": float_mask}, "padding": {"key_padding_mask": padding, "is_causal": True},
+              "per_head": {"attn_mask": torch.randn(B, H, T, T)}}[masks]
+    positions = torch.tensor([T - 1, 0, 3])
+    rows = torch.arange(B)
+    x = torch.randn(B, T, D, requires_grad=True)
+    full, full_weights = ours(x, need_weights=True, **kwargs)
+    grad_full = torch.autograd.grad(full[rows, positions].square().sum(), [x, *ours.parameters()])
+    some, some_weights = ours(x, need_weights=True, query_positions=positions, **kwargs)
+    assert some.shape == (B, 1, D) and some_weights.shape == (B, H, 1, T)
+    torch.testing.assert_close(some[:, 0], full[rows, positions], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(some_weights[:, :, 0], full_weights[rows, :, positions], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours(x, query_positions=positions, **kwargs)[0], some)  # the impl's own path
+    grad_some = torch.autograd.grad(some.square().sum(), [x, *ours.parameters()])
+    for a, b in zip(grad_some, grad_full):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_query_positions_errors():
+    attn = MultiheadSelfAttention(D, H)
+    x = torch.randn(B, T, D)
+    for bad in (torch.tensor([0, 1]), torch.tensor([0, 1, T]), torch.tensor([0.0, 1.0, 2.0]), [0, 1, 2]):
+        with pytest.raises(ValueError, match=r"query_positions must be a \(B,\) = \(3,\) integer tensor"):
+            attn(x, query_positions=bad)

@@ -29,15 +29,17 @@ def batch(config: CLIPConfig, size: int, length: int, seed: int = 0):
 
 
 def test_matmul_flops_by_hand():
-    """One config counted term by term: B=2, 9 patches of 3*4*4 values, 10 image tokens of width 16, 7 text tokens
-    of width 8 (2 blocks), embedding 24."""
+    """One config counted term by term: B=2, 9 patches of 3*4*4 values, 10 image tokens of width 16 (1 block), 7 text
+    tokens of width 8 (2 blocks), embedding 24. A tower's last block computes only its pooled token (1 query)."""
     config, B = CLIPConfig(**SMALL), 2
     patches = 2 * B * 9 * 48 * 16
-    image_block = 2 * B * 10 * 16 * 48 + 2 * 2 * B * 10 * 10 * 16 + 2 * B * 10 * 16 * 16 + 2 * 2 * B * 10 * 16 * 64
+    # q of 1 token, k and v of 10, scores and weighted sum of 1 query, output projection and MLP of 1 token
+    image_last = 2 * B * 16 * 16 + 2 * B * 10 * 16 * 32 + 2 * 2 * B * 10 * 16 + 2 * B * 16 * 16 + 2 * 2 * B * 16 * 64
     text_block = 2 * B * 7 * 8 * 24 + 2 * 2 * B * 7 * 7 * 8 + 2 * B * 7 * 8 * 8 + 2 * 2 * B * 7 * 8 * 32
+    text_last = 2 * B * 8 * 8 + 2 * B * 7 * 8 * 16 + 2 * 2 * B * 7 * 8 + 2 * B * 8 * 8 + 2 * 2 * B * 8 * 32
     heads_and_logits = 2 * B * 16 * 24 + 2 * B * 8 * 24 + 2 * B * B * 24
-    forward = patches + image_block + 2 * text_block + heads_and_logits
-    assert matmul_flops(config, B, training=False) == forward == 215_104
+    forward = patches + image_last + text_block + text_last + heads_and_logits
+    assert matmul_flops(config, B, training=False) == forward == 93_376
     assert matmul_flops(config, B) == 3 * forward - patches  # the images need no gradient
 
 

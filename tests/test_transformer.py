@@ -115,3 +115,26 @@ def test_openai_init_standard_deviations():
 
 def test_docstring_examples_run():
     assert doctest.testmod(transformer).failed == 0
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("causal", [False, True])
+def test_read_positions_equal_the_full_pass_at_those_positions(layers, causal):
+    stack = randomize_(Transformer(D, layers, H))
+    x = torch.randn(B, T, D, requires_grad=True)
+    positions = torch.tensor([T - 1, 2])
+    full = stack(x, is_causal=causal)[torch.arange(B), positions]  # (B, D)
+    read = stack(x, is_causal=causal, read_positions=positions)
+    assert read.shape == (B, D)
+    torch.testing.assert_close(read, full, rtol=1e-5, atol=1e-5)
+    grad_full = torch.autograd.grad(full.sum(), [x, *stack.parameters()])
+    grad_read = torch.autograd.grad(read.sum(), [x, *stack.parameters()])
+    for a, b in zip(grad_read, grad_full):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    _, maps = stack(x, is_causal=causal, return_attention=True, read_positions=positions)
+    assert maps[-1].shape == (B, H, 1, T) and all(m.shape == (B, H, T, T) for m in maps[:-1])
+
+
+def test_read_positions_with_no_blocks_pick_the_tokens():
+    x = torch.randn(B, T, D)
+    torch.testing.assert_close(Transformer(D, 0, H)(x, read_positions=torch.tensor([1, 4])), x[[0, 1], [1, 4]])

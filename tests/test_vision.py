@@ -57,10 +57,13 @@ def test_without_positions_the_class_token_ignores_patch_order():
 
 def test_attention_maps_include_the_class_token():
     vit = make_vit()
-    features, maps = vit(torch.randn(2, 3, IMAGE, IMAGE), return_attention=True)
+    images = torch.randn(2, 3, IMAGE, IMAGE)
+    features, maps = vit(images, return_attention=True)
     tokens = (IMAGE // PATCH) ** 2 + 1
     assert features.shape == (2, EMBED) and len(maps) == 2 and maps[0].shape == (2, 4, tokens, tokens)
     torch.testing.assert_close(maps[0].sum(-1), torch.ones(2, 4, tokens))
+    # with maps, the last block runs for every token; without, for the class token alone: the same features
+    torch.testing.assert_close(vit(images), features, rtol=1e-5, atol=1e-6)
 
 
 def test_half_precision_input_is_cast_to_the_weights_dtype():
