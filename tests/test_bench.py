@@ -10,7 +10,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from minclip import bench
 from minclip.bench import EmojiBatches, PeakMemory, main, matmul_flops, openai_twin
-from minclip.loss import clip_loss
 from minclip.model import CLIP, CLIPConfig
 from minclip.text import trim_padding
 from minclip.train import train_step

@@ -10,8 +10,8 @@ from minclip.loss import clip_loss
 from minclip.model import CLIP, CLIPConfig
 from minclip.tokenizer import BPETokenizer
 from minclip.loss import SIGLIP_INIT_BIAS
-from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, build_model, load, model_from_checkpoint, parameter_groups,
-                           read_checkpoint, save_checkpoint, train, train_step, trained_with, warmup_cosine)
+from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, build_model, load, make_optimizer, model_from_checkpoint,
+                           parameter_groups, read_checkpoint, save_checkpoint, train, train_step, trained_with, warmup_cosine)
 
 NANO = dict(preset="nano", batch_size=16, epochs=1, eval_every=0, vocab_size=600, augment=True)
 
@@ -124,6 +124,27 @@ def test_overfitting_32_pairs_drives_the_loss_far_below_chance():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.1 * math.log(32), loss.item()  # chance level is ln 32 = 3.47
+
+
+def test_make_optimizer_is_clips_adamw_fused_and_equal_to_the_plain_loop():
+    torch.manual_seed(0)
+    model = CLIP(CLIPConfig.preset("nano"))
+    twin = CLIP(CLIPConfig.preset("nano"))
+    twin.load_state_dict(model.state_dict())
+    config = TrainConfig(lr=1e-2, weight_decay=0.1)
+    fused = make_optimizer(model, config)
+    assert fused.defaults["fused"] and fused.defaults["betas"] == (0.9, 0.98) and fused.defaults["eps"] == 1e-6
+    plain = torch.optim.AdamW(parameter_groups(twin, 0.1), lr=1e-2, betas=(0.9, 0.98), eps=1e-6, foreach=False)
+    for step in range(3):
+        for m in (model, twin):
+            g = torch.Generator().manual_seed(step)
+            for p in m.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+        fused.step()
+        plain.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(model.logit_scale, torch.tensor(CLIPConfig.preset("nano").init_logit_scale))  # it moved
 
 
 def test_no_weight_decay_on_gains_biases_embeddings_and_temperature():
