@@ -402,6 +402,7 @@ class Result:
     matmul_peaks: list[float]  # GFLOP/s of the probe before each timed step
     share_of_peak: float  # median over the timed steps of (step GFLOP/s) / (the probe's GFLOP/s just before it)
     openai: dict = field(default_factory=dict)  # median step seconds: "minclip", "OpenAI", "minclip, trimmed"
+    compiled: bool = False  # minclip's towers ran through torch.compile
 
     @property
     def gflops(self) -> float:
@@ -425,6 +426,9 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
     overrides = {"attn_impl": attn_impl} if attn_impl else {}
     model = bench_model(name, tokenizer, **overrides).to(device).train()
     config = model.config
+    if getattr(args, "compile", False):  # each tower's forward through TorchInductor (fused element-wise kernels)
+        for tower in (model.visual, model.text):
+            tower.compile(dynamic=True)  # dynamic: the trimmed text length changes from batch to batch
     optimizer = make_optimizer(model, TrainConfig())  # as `python -m minclip train` makes it
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None  # as train does
     data = EmojiBatches(config.image_size, config.context_length, args.batch_size, tokenizer, device, clock=clock)
@@ -464,7 +468,8 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
 
     result = Result(name, config, args.batch_size, statistics.median(step_times), statistics.fmean(data_times),
                     statistics.median(forward_times), statistics.fmean(flops), statistics.fmean(lengths),
-                    peak_memory, memory.lifetime, peaks, statistics.median(shares))
+                    peak_memory, memory.lifetime, peaks, statistics.median(shares),
+                    compiled=getattr(args, "compile", False))
     pairs = args.batch_size
     log(f"{name} ({config.attn_impl}): {pairs / result.step_seconds:,.0f} training pairs/s "
         f"({result.step_seconds * 1e3:.0f} ms per step, data {result.data_seconds * 1e3:.1f} ms), "
@@ -530,7 +535,7 @@ def describe(result: Result) -> str:
     c = result.config
     return (f"ViT {c.image_size}px/{c.patch_size}, width {c.vision_width}/{c.text_width}, "
             f"{c.vision_layers}+{c.text_layers} blocks, text {result.text_length:.0f}/{c.context_length} tokens, "
-            f"vocab {c.vocab_size}, {c.attn_impl}")
+            f"vocab {c.vocab_size}, {c.attn_impl}" + (", compiled" if result.compiled else ""))
 
 
 def markdown_table(results: list[Result]) -> str:
@@ -576,6 +581,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--peak-size", type=int,
                         help="side of the square matmul that measures the peak before every timed step (default: "
                              "2048 on the CPU, 8192 on a GPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run minclip's towers through torch.compile (compiling takes minutes and happens in the "
+                             "warm-up steps: give --warmup 3 or more)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time (default); cpu: this process's CPU time, steadier on a shared "
                              "machine but meaningful only with --threads 1 on the CPU")

@@ -200,3 +200,12 @@ def test_several_attention_implementations_give_one_row_each(capsys):
                  "--threads", "1", "--attn-impl", "manual", "sdpa"]) == 0
     models = [line.split("|")[2] for line in capsys.readouterr().out.splitlines() if line.startswith("| nano ")]
     assert len(models) == 2 and models[0].strip().endswith("manual") and models[1].strip().endswith("sdpa")
+
+
+def test_compile_flag_compiles_both_towers_and_says_so(capsys, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append((type(self).__name__, kw)))
+    assert main(["--preset", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--peak-size", "64",
+                 "--threads", "1", "--compile"]) == 0
+    assert compiled == [("VisionTransformer", {"dynamic": True}), ("TextTransformer", {"dynamic": True})]
+    assert table_rows(capsys.readouterr().out)["nano"]["model"].endswith("manual, compiled")
