@@ -195,7 +195,8 @@ class MultiheadSelfAttention(nn.Module):
         """``forward`` with one query per row, at ``positions`` ``(B,)``: ``(B, 1, D)`` out, ``(B, H, 1, T)`` weights."""
         B, T, D = x.shape
         if not isinstance(positions, torch.Tensor) or positions.shape != (B,) or positions.dtype not in (
-                torch.long, torch.int32) or (B and not 0 <= int(positions.min()) <= int(positions.max()) < T):
+                torch.long, torch.int32) or (B and not positions.is_meta  # meta tensors (FLOP counts) hold no values
+                                             and not 0 <= int(positions.min()) <= int(positions.max()) < T):
             got = (f"{tuple(positions.shape)} {positions.dtype}" if isinstance(positions, torch.Tensor)
                    else type(positions).__name__)
             raise ValueError(f"query_positions must be a (B,) = ({B},) integer tensor of positions in [0, T={T}), "
