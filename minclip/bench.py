@@ -27,9 +27,10 @@ torch version and the thread count):
 * with ``--compare-openai``: OpenAI's reference ``clip/model.py`` (from the ``clip-anytorch`` wheel), built with the
   same architecture, holding the same weights (copied with :meth:`minclip.model.CLIP.to_openai_state_dict` and checked
   to give the same logits), trained by the same step function, optimiser and batches. Its code needs every batch
-  padded to the full context, so the ratio is given twice: on identical full-length tokens (the implementations
-  alone) and against minclip's step on trimmed tokens (what ``python -m minclip train`` runs). The contestants
-  alternate step by step, in alternating order, so drifts in the machine's speed hit them alike.
+  padded to the full context, so the ratio is given on identical full-length tokens (the model code alone) and
+  against minclip's step on trimmed tokens (what ``python -m minclip train`` runs); a third ratio trains OpenAI's
+  model with PyTorch's default AdamW instead of minclip's fused one, the whole step a plain PyTorch user would run.
+  The contestants alternate step by step, in alternating order, so drifts in the machine's speed hit them alike.
 
 Configurations: every preset of :data:`minclip.model.PRESETS`, built as ``python -m minclip train`` builds it
 (vocabulary of the BPE tokenizer learned on the training captions), and two reference shapes, :data:`REFERENCE_SHAPES`
@@ -493,9 +494,12 @@ def compare_with_openai(name: str, overrides: dict, reference, data: EmojiBatche
         log(f"  OpenAI comparison skipped: {error}")
         return {}
     difference = check_same_logits(start_weights, twin, data.get(step))
-    models = {"minclip": start_weights, "OpenAI": twin, "minclip, trimmed": copy.deepcopy(start_weights)}
-    optimizers = {key: make_optimizer(model, TrainConfig()) for key, model in models.items()}  # the same groups
-    models["OpenAI"] = OpenAIAdapter(twin)  # after the optimiser: its parameter names are OpenAI's own
+    models = {"minclip": start_weights, "OpenAI": twin, "minclip, trimmed": copy.deepcopy(start_weights),
+              "OpenAI, unfused AdamW": copy.deepcopy(twin)}
+    optimizers = {key: make_optimizer(model, TrainConfig(), fused=False if "unfused" in key else None)
+                  for key, model in models.items()}  # the same groups and settings
+    for key in ("OpenAI", "OpenAI, unfused AdamW"):
+        models[key] = OpenAIAdapter(models[key])  # after the optimiser: its parameter names are OpenAI's own
     times = {key: [] for key in models}
     order = list(models)
     for round_ in range(args.warmup + args.steps):
@@ -510,7 +514,9 @@ def compare_with_openai(name: str, overrides: dict, reference, data: EmojiBatche
     log(f"  same weights: max |logit difference| {difference:.1e}; step: minclip {medians['minclip'] * 1e3:.0f} ms, "
         f"OpenAI {medians['OpenAI'] * 1e3:.0f} ms (same full-length tokens) -> "
         f"{medians['OpenAI'] / medians['minclip']:.2f}x; minclip on trimmed tokens "
-        f"{medians['minclip, trimmed'] * 1e3:.0f} ms -> {medians['OpenAI'] / medians['minclip, trimmed']:.2f}x")
+        f"{medians['minclip, trimmed'] * 1e3:.0f} ms -> {medians['OpenAI'] / medians['minclip, trimmed']:.2f}x; "
+        f"OpenAI with PyTorch's default (unfused) AdamW {medians['OpenAI, unfused AdamW'] * 1e3:.0f} ms -> "
+        f"{medians['OpenAI, unfused AdamW'] / medians['minclip, trimmed']:.2f}x")
     return medians
 
 
@@ -540,7 +546,8 @@ def describe(result: Result) -> str:
 
 def markdown_table(results: list[Result]) -> str:
     head = ("| config | model | train pairs/s | step ms | data ms | forward pairs/s | GFLOP/s | matmul peak "
-            "| share of peak | peak memory | OpenAI pairs/s | × OpenAI, same tokens | × OpenAI, trimmed |")
+            "| share of peak | peak memory | OpenAI pairs/s | × OpenAI, same tokens | × OpenAI, trimmed "
+            "| × OpenAI + unfused AdamW, trimmed |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         b = r.batch_size
@@ -548,9 +555,10 @@ def markdown_table(results: list[Result]) -> str:
         if r.openai:
             o = r.openai
             openai = (f"{b / o['OpenAI']:,.0f} | {o['OpenAI'] / o['minclip']:.2f} | "
-                      f"{o['OpenAI'] / o['minclip, trimmed']:.2f}")
+                      f"{o['OpenAI'] / o['minclip, trimmed']:.2f} | "
+                      f"{o['OpenAI, unfused AdamW'] / o['minclip, trimmed']:.2f}")
         else:
-            openai = "– | – | –"
+            openai = "– | – | – | –"
         rows.append(f"| {r.name} | {describe(r)} | {b / r.step_seconds:,.0f} | {r.step_seconds * 1e3:.0f} | "
                     f"{r.data_seconds * 1e3:.1f} | {b / r.forward_seconds:,.0f} | {r.gflops:.0f} | "
                     f"{peak_range(r.matmul_peaks)} | {r.share_of_peak:.0%} | {memory} | {openai} |")

@@ -134,6 +134,7 @@ def test_make_optimizer_is_clips_adamw_fused_and_equal_to_the_plain_loop():
     config = TrainConfig(lr=1e-2, weight_decay=0.1)
     fused = make_optimizer(model, config)
     assert fused.defaults["fused"] and fused.defaults["betas"] == (0.9, 0.98) and fused.defaults["eps"] == 1e-6
+    assert not make_optimizer(twin, config, fused=False).defaults["fused"]  # PyTorch's default, for comparisons
     plain = torch.optim.AdamW(parameter_groups(twin, 0.1), lr=1e-2, betas=(0.9, 0.98), eps=1e-6, foreach=False)
     for step in range(3):
         for m in (model, twin):
