@@ -24,6 +24,8 @@ torch version and the thread count):
 * **peak memory**: on the CPU the process's peak resident memory during the timed training steps (the interpreter,
   torch, the data set, the model and its optimiser included; memory freed by earlier configurations is handed back to
   the system first), on CUDA ``torch.cuda.max_memory_allocated``;
+* with ``--breakdown`` (CPU): a step's time split by the profiler into the matrix products, the optimiser and
+  everything else, and the GFLOP/s inside the products alone (:func:`step_breakdown`): what limits the share of peak;
 * with ``--compare-openai``: OpenAI's reference ``clip/model.py`` (from the ``clip-anytorch`` wheel), built with the
   same architecture, holding the same weights (copied with :meth:`minclip.model.CLIP.to_openai_state_dict` and checked
   to give the same logits), trained by the same step function, optimiser and batches. Its code needs every batch
@@ -404,10 +406,39 @@ class Result:
     share_of_peak: float  # median over the timed steps of (step GFLOP/s) / (the probe's GFLOP/s just before it)
     openai: dict = field(default_factory=dict)  # median step seconds: "minclip", "OpenAI", "minclip, trimmed"
     compiled: bool = False  # minclip's towers ran through torch.compile
+    breakdown: dict = field(default_factory=dict)  # with --breakdown: see step_breakdown
 
     @property
     def gflops(self) -> float:
         return self.flops / self.step_seconds / 1e9
+
+
+# The operators that do the matrix products of a step (forward and backward); their self time is matmul time.
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+              "aten::convolution_backward"}
+
+
+def step_breakdown(model, optimizer, batches: list, config: CLIPConfig, autocast=None) -> dict:
+    """Profile training steps on ``batches`` (CPU) and split their time: the matrix products (self time of
+    :data:`MATMUL_OPS`), the optimiser step, and everything else (LayerNorm, softmax, activations, sums, copies,
+    the loss, gradient clipping). Also the GFLOP/s *inside* the matrix products: how fast the products themselves
+    run, apart from the work between them. Times are per step, in ms."""
+    from torch.profiler import ProfilerActivity, profile
+
+    flops = 0
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for batch in batches:
+            train_step(model, batch.images, batch.tokens, optimizer, TrainConfig().grad_clip, autocast)
+            flops += matmul_flops(config, len(batch.tokens), training=True, text_length=batch.tokens.shape[1])
+    events = profiler.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    optimizer_time = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#"))
+    other = total - matmul - optimizer_time
+    n = len(batches)
+    return {"step_ms": total / 1e3 / n, "matmul_ms": matmul / 1e3 / n, "optimizer_ms": optimizer_time / 1e3 / n,
+            "other_ms": other / 1e3 / n, "matmul_share": matmul / total, "optimizer_share": optimizer_time / total,
+            "other_share": other / total, "matmul_gflops": flops / (matmul / 1e6) / 1e9}
 
 
 def timed_train_step(model, optimizer, images, tokens, device: torch.device, clock, autocast=None) -> float:
@@ -452,6 +483,10 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
         lengths.append(batch.tokens.shape[1])
         shares.append(flops[-1] / step_times[-1] / 1e9 / peaks[-1])
     peak_memory = memory.read()
+    breakdown = {}
+    if getattr(args, "breakdown", False):
+        breakdown = step_breakdown(model, optimizer, [data.get(step + i) for i in range(3)], config, autocast)
+        step += 3
 
     model.eval()
     forward_times = []
@@ -470,13 +505,20 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
     result = Result(name, config, args.batch_size, statistics.median(step_times), statistics.fmean(data_times),
                     statistics.median(forward_times), statistics.fmean(flops), statistics.fmean(lengths),
                     peak_memory, memory.lifetime, peaks, statistics.median(shares),
-                    compiled=getattr(args, "compile", False))
+                    compiled=getattr(args, "compile", False), breakdown=breakdown)
     pairs = args.batch_size
     log(f"{name} ({config.attn_impl}): {pairs / result.step_seconds:,.0f} training pairs/s "
         f"({result.step_seconds * 1e3:.0f} ms per step, data {result.data_seconds * 1e3:.1f} ms), "
         f"{pairs / result.forward_seconds:,.0f} forward pairs/s, {result.gflops:.0f} GFLOP/s "
         f"({result.share_of_peak:.0%} of the matmul peak, {peak_range(peaks)} GFLOP/s), "
         f"peak memory {peak_memory / 2**20:,.0f} MiB")
+    if breakdown:
+        b = breakdown
+        log(f"  where a step's time goes (3 steps under the profiler): matrix products {b['matmul_ms']:.0f} ms "
+            f"({b['matmul_share']:.0%}; {b['matmul_gflops']:.0f} GFLOP/s inside them, "
+            f"{b['matmul_gflops'] / statistics.median(peaks):.0%} of the median peak), optimiser "
+            f"{b['optimizer_ms']:.0f} ms ({b['optimizer_share']:.0%}), everything else {b['other_ms']:.0f} ms "
+            f"({b['other_share']:.0%})")
     if reference is not None:
         result.openai = compare_with_openai(name, overrides, reference, data, step, args, device, clock, autocast,
                                             log)
@@ -592,6 +634,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true",
                         help="run minclip's towers through torch.compile (compiling takes minutes and happens in the "
                              "warm-up steps: give --warmup 3 or more)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also profile 3 steps per configuration and split a step's time into matrix products, "
+                             "optimiser and everything else, with the GFLOP/s inside the products (CPU)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time (default); cpu: this process's CPU time, steadier on a shared "
                              "machine but meaningful only with --threads 1 on the CPU")
@@ -614,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as error:
         parser.error(f"--device {args.device}: {str(error).splitlines()[0]}")
+    if args.breakdown and device.type != "cpu":
+        parser.error("--breakdown profiles CPU time: use it with --device cpu")
     if args.clock == "cpu" and device.type != "cpu":
         parser.error("--clock cpu measures CPU time: use it with --device cpu")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter

@@ -210,3 +210,25 @@ def test_compile_flag_compiles_both_towers_and_says_so(capsys, monkeypatch):
                  "--threads", "1", "--compile"]) == 0
     assert compiled == [("VisionTransformer", {"dynamic": True}), ("TextTransformer", {"dynamic": True})]
     assert table_rows(capsys.readouterr().out)["nano"]["model"].endswith("manual, compiled")
+
+
+def test_step_breakdown_splits_a_step_into_parts_that_add_up():
+    tokenizer = bench.emoji_tokenizer()
+    model = bench.bench_model("nano", tokenizer).train()
+    optimizer = torch.optim.AdamW(model.parameters())
+    data = EmojiBatches(model.config.image_size, model.config.context_length, 8, tokenizer, torch.device("cpu"))
+    parts = bench.step_breakdown(model, optimizer, [data.get(0), data.get(1)], model.config)
+    assert parts["matmul_ms"] > 0 and parts["optimizer_ms"] > 0 and parts["other_ms"] > 0
+    assert parts["matmul_ms"] + parts["optimizer_ms"] + parts["other_ms"] == pytest.approx(parts["step_ms"])
+    assert parts["matmul_share"] + parts["optimizer_share"] + parts["other_share"] == pytest.approx(1.0)
+    assert parts["matmul_gflops"] > 0
+
+
+def test_breakdown_flag_prints_the_split_and_refuses_other_devices(capsys):
+    assert main(["--preset", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--peak-size", "64",
+                 "--threads", "1", "--breakdown"]) == 0
+    assert re.search(r"where a step's time goes .*: matrix products \d+ ms \(\d+%; \d+ GFLOP/s inside them",
+                     capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["--preset", "nano", "--device", "meta", "--breakdown"])
+    assert "--breakdown profiles CPU time" in capsys.readouterr().err
