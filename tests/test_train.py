@@ -253,3 +253,47 @@ def test_checkpoints_from_before_an_option_existed_still_resume(tmp_path):
     del state["train_config"]["loss"]  # written before TrainConfig.loss existed: it means the default, "clip"
     save_checkpoint(tmp_path / "checkpoint.pt", state)
     assert train(config, out=tmp_path, resume=True, progress=False, stop_after=2).history["step"] == [1, 2]
+
+
+# --------------------------------------------------------------------------------------------------- bf16 autocast
+# Training runs its forward pass under torch.autocast(bfloat16) on a GPU. The same autocast exists on the CPU, so the
+# path (masks, pooling, the loss promoted back to float32, float32 weights and optimiser) is checked here.
+@pytest.mark.parametrize("pooling", ["eot", "first"])
+def test_train_step_under_bf16_autocast_follows_the_float32_step(pooling):
+    torch.manual_seed(0)
+    config = CLIPConfig.preset("nano", text_pooling=pooling)
+    exact, mixed = CLIP(config), CLIP(config)
+    mixed.load_state_dict(exact.state_dict())
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(8, 3, config.image_size, config.image_size, generator=g)
+    tokens = torch.randint(1, config.vocab_size - 2, (8, 12), generator=g)
+    tokens[:, 0] = config.vocab_size - 2
+    for row, length in enumerate([3, 11, 5, 7, 2, 9, 4, 6]):  # padding after the end-of-text token
+        tokens[row, length] = config.eot_token_id
+        tokens[row, length + 1:] = 0
+    losses = []
+    for model, autocast in ((exact, None), (mixed, torch.autocast("cpu", dtype=torch.bfloat16))):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        losses.append(train_step(model, images, tokens, optimizer, grad_clip=1e9, autocast=autocast))
+    assert math.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=2e-2)
+    assert all(p.dtype == torch.float32 for p in mixed.parameters())  # autocast computes in bf16, stores float32
+    exact_grads = torch.cat([p.grad.flatten() for p in exact.parameters()])
+    mixed_grads = torch.cat([p.grad.flatten() for p in mixed.parameters()])
+    assert torch.isfinite(mixed_grads).all()
+    assert torch.nn.functional.cosine_similarity(exact_grads, mixed_grads, dim=0) > 0.99
+
+
+def test_towers_under_bf16_autocast_keep_their_features():
+    torch.manual_seed(0)
+    model = CLIP(CLIPConfig.preset("nano")).eval()
+    images = torch.randn(4, 3, 16, 16)
+    tokens = torch.full((4, 10), 0)
+    tokens[:, 0] = model.config.vocab_size - 2
+    tokens[torch.arange(4), torch.tensor([2, 5, 9, 1])] = model.config.eot_token_id
+    with torch.no_grad():
+        exact = model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True)
+    for e, m in zip(exact, mixed):
+        assert m.dtype == torch.bfloat16 and torch.isfinite(m).all()  # the products really ran in bf16
+        assert (e * m.float()).sum(-1).min() > 0.99  # cosine between the float32 and the bf16 feature of each input
