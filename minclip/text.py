@@ -19,6 +19,8 @@ Two choices, both selectable with ``pooling``:
   cannot change the feature either.
 
 The projection is a bare ``(D, embed_dim)`` matrix used as ``x @ text_projection`` (no bias), as in OpenAI's weights.
+Since only the pooled position is read, ``forward`` runs the last block for that token alone (every token still gives
+it keys and values): the same feature, less work; :meth:`TextTransformer.token_features` runs it for every position.
 
 References: Radford et al. (2021), CLIP, section 2.4 ("the [EOS] token ... is treated as the feature representation
 of the text"); Devlin et al. (2019), BERT, for the [CLS] variant.

@@ -13,6 +13,10 @@ are those of OpenAI's CLIP checkpoints, so their weights load key for key.
 The activation is GELU or OpenAI's QuickGELU, ``x * sigmoid(1.702 x)``: a cheaper approximation of GELU that CLIP
 was trained with. Loading OpenAI's weights needs QuickGELU; training from scratch works with either.
 
+Reading one token. CLIP reads a single token per input at the top of each tower. ``Transformer.forward(...,
+read_positions=...)`` therefore runs the last block for those tokens only (all tokens still supply its keys and values):
+the same output as the full pass at those positions, without the work whose result would be thrown away.
+
 References: Radford et al. (2019), GPT-2; Radford et al. (2021), CLIP, section 2.4.
 """
 

@@ -15,7 +15,8 @@ The convolution form is the one OpenAI's checkpoints store (``visual.conv1.weigh
 
 The class token is a learned vector that owns no patch; it attends to all patches and its final state, after
 ``ln_post``, is the image's feature. ``ln_pre`` (a LayerNorm before the blocks) is CLIP's addition to the original
-ViT.
+ViT. Since only the class token is read, the last block computes it alone (keys and values still come from every
+token): the same feature for about a fifth of that block's work (``read_positions`` of the Transformer).
 
 Small ResNet (He et al., 2016): a 3x3 stem, then stages of basic residual blocks (two 3x3 convolutions with batch
 norm and a shortcut); each stage after the first halves the resolution and doubles the channels; global average
