@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="'clip': InfoNCE, a softmax over the batch; 'siglip': a sigmoid per pair with a learned "
                             "bias (Zhai et al., 2023) (default: clip)")
     train.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    train.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                       help="forward pass: 'auto' = bf16 autocast on a GPU, float32 elsewhere; 'bf16' also on a CPU "
+                            "with bf16 matrix units (Intel AMX), where it is faster (default: auto)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--max-steps", type=int, help="stop after this many steps (quick looks, tests)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -110,7 +113,8 @@ def _train(args) -> int:
         raise UsageError(f"--fixed-temperature must be positive, got {args.fixed_temperature}")
     model_overrides = {"text_pooling": args.text_pooling} if args.text_pooling else {}
     config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, seed=args.seed, loss=args.loss,
-                         freeze_image_tower=args.freeze_image_tower, model=model_overrides, **overrides)
+                         precision=args.precision, freeze_image_tower=args.freeze_image_tower, model=model_overrides,
+                         **overrides)
     out = Path(args.out or f"runs/{args.preset.replace('/', '-')}-{args.data}-{args.lang}")
     if not args.resume and (out / "checkpoint.pt").exists():
         raise UsageError(f"{out}/checkpoint.pt exists; pass --resume to continue it or choose another --out")

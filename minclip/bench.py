@@ -72,8 +72,8 @@ from .attention import IMPLEMENTATIONS
 from .model import CLIP, PRESETS, CLIPConfig
 from .text import first_eot_index, trim_padding
 from .tokenizer import BPETokenizer
-from .train import (TrainConfig, build_model, epoch_captions, load_pairs, make_optimizer, pick_device, step_generator,
-                    tokenizer_corpus, train_step)
+from .train import (PRECISIONS, TrainConfig, build_model, epoch_captions, load_pairs, make_autocast, make_optimizer,
+                    pick_device, step_generator, tokenizer_corpus, train_step)
 
 # The shapes of the issue's reference measurements (OpenAI's code on a 2-core CPU): a width-128 ViT CLIP with 4 + 4
 # blocks on 32 x 32 images in 4 x 4 patches, context 32, and a width-64 one with 2 + 2 blocks and 8 x 8 patches,
@@ -171,9 +171,9 @@ def _probe_operands(device: torch.device, dtype: torch.dtype, size: int) -> tupl
     return a, b, out
 
 
-def peak_dtype(device: torch.device) -> torch.dtype:
-    """The dtype the step's products run in: bf16 under training's autocast on CUDA, fp32 elsewhere."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+def peak_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The dtype the step's products run in (``precision`` as ``TrainConfig.precision``): bf16 under autocast."""
+    return torch.float32 if make_autocast(precision, device) is None else torch.bfloat16
 
 
 def peak_range(peaks: list[float]) -> str:
@@ -462,7 +462,8 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
         for tower in (model.visual, model.text):
             tower.compile(dynamic=True)  # dynamic: the trimmed text length changes from batch to batch
     optimizer = make_optimizer(model, TrainConfig())  # as `python -m minclip train` makes it
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None  # as train does
+    precision = getattr(args, "precision", "auto")
+    autocast = make_autocast(precision, device)  # as train does
     data = EmojiBatches(config.image_size, config.context_length, args.batch_size, tokenizer, device, clock=clock)
     step = 0
     for _ in range(args.warmup):
@@ -477,7 +478,7 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
         batch = data.get(step)
         step += 1
         data_times.append(batch.seconds)
-        peaks.append(matmul_peak(device, peak_dtype(device), args.peak_size, repeats=2, clock=clock))
+        peaks.append(matmul_peak(device, peak_dtype(device, precision), args.peak_size, repeats=2, clock=clock))
         step_times.append(timed_train_step(model, optimizer, batch.images, batch.tokens, device, clock, autocast))
         flops.append(matmul_flops(config, args.batch_size, training=True, text_length=batch.tokens.shape[1]))
         lengths.append(batch.tokens.shape[1])
@@ -571,11 +572,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_line(device: torch.device, threads: int) -> str:
+def machine_line(device: torch.device, threads: int, precision: str = "auto") -> str:
+    numbers = "fp32" if make_autocast(precision, device) is None else "bf16 autocast"
     if device.type == "cuda":
-        where = f"{torch.cuda.get_device_name(device)} (bf16 autocast)"
+        where = f"{torch.cuda.get_device_name(device)} ({numbers})"
     else:
-        where = f"{cpu_name()}, {os.cpu_count()} logical CPUs, {threads} torch threads, fp32"
+        where = f"{cpu_name()}, {os.cpu_count()} logical CPUs, {threads} torch threads, {numbers}"
     return f"{where}; torch {torch.__version__}; Python {platform.python_version()}"
 
 
@@ -634,6 +636,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true",
                         help="run minclip's towers through torch.compile (compiling takes minutes and happens in the "
                              "warm-up steps: give --warmup 3 or more)")
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                        help="forward pass as `python -m minclip train --precision`: auto = bf16 autocast on a GPU, "
+                             "float32 elsewhere; bf16 also on the CPU (fast with Intel AMX); the peak probe follows")
     parser.add_argument("--breakdown", action="store_true",
                         help="also profile 3 steps per configuration and split a step's time into matrix products, "
                              "optimiser and everything else, with the GFLOP/s inside the products (CPU)")
@@ -672,8 +677,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"OpenAI comparison skipped: clip-anytorch is not installed (install it with `{OPENAI_INSTALL}`)")
 
     threads = torch.get_num_threads()
-    print(f"machine: {machine_line(device, threads)}")
-    dtype = peak_dtype(device)
+    print(f"machine: {machine_line(device, threads, args.precision)}")
+    dtype = peak_dtype(device, args.precision)
     tokenizer = emoji_tokenizer()
 
     results = []
@@ -684,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python -m minclip.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print()
-    print(f"`{command.strip()}` on {machine_line(device, threads)}. Batch {args.batch_size}, median of "
+    print(f"`{command.strip()}` on {machine_line(device, threads, args.precision)}. Batch {args.batch_size}, median of "
           f"{args.steps} steps after {args.warmup} warm-up, {args.clock} clock; data = host time per batch; "
           f"matmul peak = a {args.peak_size or (2048 if device.type == 'cpu' else 8192)}² "
           f"{str(dtype).removeprefix('torch.')} product timed before every step ({peak_range(peaks)} GFLOP/s in "

@@ -60,6 +60,7 @@ CHECKPOINT_VERSION = 1
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the inverse temperature at 100
 DATASETS = ("emoji", "shapes")
 LOSSES = ("clip", "siglip")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -83,6 +84,7 @@ class TrainConfig:
     eval_every: int = 5  # evaluate on the validation split every this many epochs (0: only at the end)
     max_steps: int | None = None  # stop after this many steps (for tests and quick looks); None: all epochs
     device: str = "auto"  # "auto" picks CUDA, then MPS, then the CPU
+    precision: str = "auto"  # forward pass: "auto" = bf16 autocast on CUDA, fp32 elsewhere; "fp32"; "bf16" anywhere
     # --- the review's recipe, as switches, to measure what it costs ---
     fixed_logit_scale: float | None = None  # a constant inverse temperature (review: 1.0, raw cosines); None: learned
     freeze_image_tower: bool = False  # review: the image backbone never trains (only its final projection does)
@@ -103,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         bias = self.model.get("init_logit_bias")
         if self.loss == "clip" and bias is not None:
             raise ValueError(f"model init_logit_bias={bias!r} is the bias of the sigmoid loss: use it with "
@@ -113,6 +117,17 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------------------- set-up
+def make_autocast(precision: str, device: torch.device):
+    """The autocast context of the forward pass, or None (float32): `precision` as `TrainConfig.precision`.
+
+    bf16 keeps float32's exponent range (no loss scaling needed) with 8 bits of mantissa; the weights, gradients and
+    optimiser stay float32. On GPUs it is the default. On CPUs with bf16 matrix units (Intel AMX: Sapphire Rapids and
+    later) it is an option: there a bf16 product runs about 8x faster than a float32 one; elsewhere it is slower."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return None
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """"auto" -> CUDA if available, else Apple's MPS, else the CPU; any other name is used as given."""
     if name != "auto":
@@ -535,7 +550,7 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
         history, step = resumed["history"], resumed["step"]
         _set_rng_state(resumed["rng"])
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    autocast = make_autocast(config.precision, device)
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and processes.is_main), desc="train",
                unit="step")
     end = total_steps if stop_after is None else min(total_steps, stop_after)

@@ -232,3 +232,10 @@ def test_breakdown_flag_prints_the_split_and_refuses_other_devices(capsys):
     with pytest.raises(SystemExit):
         main(["--preset", "nano", "--device", "meta", "--breakdown"])
     assert "--breakdown profiles CPU time" in capsys.readouterr().err
+
+
+def test_precision_bf16_runs_under_autocast_and_probes_a_bf16_peak(capsys):
+    assert main(["--preset", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--peak-size", "64",
+                 "--threads", "1", "--precision", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "1 torch threads, bf16 autocast" in out and "64² bfloat16 product timed before every step" in out

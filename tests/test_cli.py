@@ -95,3 +95,13 @@ def test_every_subcommand_has_help(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
     assert "--fixed-temperature" in capsys.readouterr().out
+
+
+def test_train_precision_flag(tmp_path, capsys):
+    out = tmp_path / "bf16"
+    assert main(["train", "--preset", "nano", "--max-steps", "2", "--batch-size", "16", "--quiet", "--precision",
+                 "bf16", "--out", str(out)]) == 0
+    assert main(["eval", str(out / "checkpoint.pt")]) == 0
+    with pytest.raises(SystemExit):
+        main(["train", "--precision", "fp16"])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err

@@ -10,8 +10,9 @@ from minclip.loss import clip_loss
 from minclip.model import CLIP, CLIPConfig
 from minclip.tokenizer import BPETokenizer
 from minclip.loss import SIGLIP_INIT_BIAS
-from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, build_model, load, make_optimizer, model_from_checkpoint,
-                           parameter_groups, read_checkpoint, save_checkpoint, train, train_step, trained_with, warmup_cosine)
+from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, build_model, load, make_autocast, make_optimizer,
+                           model_from_checkpoint, parameter_groups, read_checkpoint, save_checkpoint, train, train_step,
+                           trained_with, warmup_cosine)
 
 NANO = dict(preset="nano", batch_size=16, epochs=1, eval_every=0, vocab_size=600, augment=True)
 
@@ -297,3 +298,21 @@ def test_towers_under_bf16_autocast_keep_their_features():
     for e, m in zip(exact, mixed):
         assert m.dtype == torch.bfloat16 and torch.isfinite(m).all()  # the products really ran in bf16
         assert (e * m.float()).sum(-1).min() > 0.99  # cosine between the float32 and the bf16 feature of each input
+
+
+def test_precision_picks_the_autocast_of_the_forward_pass():
+    cpu = torch.device("cpu")
+    assert make_autocast("auto", cpu) is None and make_autocast("fp32", cpu) is None  # float32 on the CPU by default
+    autocast = make_autocast("bf16", cpu)
+    assert autocast.device == "cpu" and autocast.fast_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'bf16'\), got 'fp16'"):
+        TrainConfig(precision="fp16")
+
+
+def test_train_in_bf16_on_the_cpu_records_it_and_resumes_only_in_bf16(tmp_path):
+    config = TrainConfig(**{**NANO, "max_steps": 3, "precision": "bf16"})
+    result = train(config, out=tmp_path, progress=False)
+    assert all(math.isfinite(v) for v in result.history["loss"])
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert trained_with(tmp_path / "checkpoint.pt", config)
+    assert not trained_with(tmp_path / "checkpoint.pt", TrainConfig(**{**NANO, "max_steps": 3}))
