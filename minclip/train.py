@@ -122,7 +122,8 @@ def make_autocast(precision: str, device: torch.device):
 
     bf16 keeps float32's exponent range (no loss scaling needed) with 8 bits of mantissa; the weights, gradients and
     optimiser stay float32. On GPUs it is the default. On CPUs with bf16 matrix units (Intel AMX: Sapphire Rapids and
-    later) it is an option: there a bf16 product runs about 8x faster than a float32 one; elsewhere it is slower."""
+    later) it is an option: there a bf16 product runs about 8x faster than a float32 one; CPUs without bf16 matrix
+    units emulate or convert it and can be slower than in float32."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return None
