@@ -192,7 +192,7 @@ class MultiheadSelfAttention(nn.Module):
         return self.out_proj(out), (weights if need_weights else None)
 
     def _forward_at(self, x, mask, is_causal: bool, need_weights: bool, positions: torch.Tensor):
-        """``forward`` with one query per row, at ``positions`` ``(B,)``: ``(B, 1, D)`` out, ``(B, H, 1, T)`` weights."""
+        """``forward`` with one query per row, at ``positions`` (B,): out ``(B, 1, D)``, weights ``(B, H, 1, T)``."""
         B, T, D = x.shape
         if not isinstance(positions, torch.Tensor) or positions.shape != (B,) or positions.dtype not in (
                 torch.long, torch.int32) or (B and not positions.is_meta  # meta tensors (FLOP counts) hold no values

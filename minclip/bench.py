@@ -458,12 +458,11 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
     overrides = {"attn_impl": attn_impl} if attn_impl else {}
     model = bench_model(name, tokenizer, **overrides).to(device).train()
     config = model.config
-    if getattr(args, "compile", False):  # each tower's forward through TorchInductor (fused element-wise kernels)
+    if args.compile:  # each tower's forward through TorchInductor (fused element-wise kernels)
         for tower in (model.visual, model.text):
             tower.compile(dynamic=True)  # dynamic: the trimmed text length changes from batch to batch
     optimizer = make_optimizer(model, TrainConfig())  # as `python -m minclip train` makes it
-    precision = getattr(args, "precision", "auto")
-    autocast = make_autocast(precision, device)  # as train does
+    autocast = make_autocast(args.precision, device)  # as train does
     data = EmojiBatches(config.image_size, config.context_length, args.batch_size, tokenizer, device, clock=clock)
     step = 0
     for _ in range(args.warmup):
@@ -474,18 +473,19 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
     memory = PeakMemory(device)
     memory.reset()
     step_times, data_times, flops, lengths, peaks, shares = [], [], [], [], [], []
+    probe_dtype = peak_dtype(device, args.precision)
     for _ in range(args.steps):
         batch = data.get(step)
         step += 1
         data_times.append(batch.seconds)
-        peaks.append(matmul_peak(device, peak_dtype(device, precision), args.peak_size, repeats=2, clock=clock))
+        peaks.append(matmul_peak(device, probe_dtype, args.peak_size, repeats=2, clock=clock))
         step_times.append(timed_train_step(model, optimizer, batch.images, batch.tokens, device, clock, autocast))
         flops.append(matmul_flops(config, args.batch_size, training=True, text_length=batch.tokens.shape[1]))
         lengths.append(batch.tokens.shape[1])
         shares.append(flops[-1] / step_times[-1] / 1e9 / peaks[-1])
     peak_memory = memory.read()
     breakdown = {}
-    if getattr(args, "breakdown", False):
+    if args.breakdown:
         breakdown = step_breakdown(model, optimizer, [data.get(step + i) for i in range(3)], config, autocast)
         step += 3
 
@@ -506,7 +506,7 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
     result = Result(name, config, args.batch_size, statistics.median(step_times), statistics.fmean(data_times),
                     statistics.median(forward_times), statistics.fmean(flops), statistics.fmean(lengths),
                     peak_memory, memory.lifetime, peaks, statistics.median(shares),
-                    compiled=getattr(args, "compile", False), breakdown=breakdown)
+                    compiled=args.compile, breakdown=breakdown)
     pairs = args.batch_size
     log(f"{name} ({config.attn_impl}): {pairs / result.step_seconds:,.0f} training pairs/s "
         f"({result.step_seconds * 1e3:.0f} ms per step, data {result.data_seconds * 1e3:.1f} ms), "
