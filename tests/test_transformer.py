@@ -53,16 +53,32 @@ def test_activations():
         MLP(D, activation="relu")
 
 
-def test_quick_gelu_hand_written_gradient():
-    """QuickGELUFunction's backward equals autograd on the literal formula, in float64 to first and second order."""
-    x = torch.linspace(-6, 6, 41, dtype=torch.float64, requires_grad=True)
-    literal = x.detach().clone().requires_grad_()
-    grad = torch.randn(41, dtype=torch.float64)
-    (ours,) = torch.autograd.grad(QuickGELU()(x), x, grad)
-    (expected,) = torch.autograd.grad(literal * torch.sigmoid(1.702 * literal), literal, grad)
-    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
-    assert torch.autograd.gradcheck(QuickGELU(), (x,))
-    assert torch.autograd.gradgradcheck(QuickGELU(), (x,))  # create_graph=True takes the differentiable branch
+def test_mlp_folds_quick_gelu_into_its_weights():
+    """MLP's folded QuickGELU (SiLU between rescaled linear layers) is the literal c_proj(x * sigmoid(1.702 x)) of
+    c_fc: the same output and the same gradients for input and parameters (float64, first and second order), and the
+    parameters are left as they were (OpenAI's, not rescaled)."""
+    torch.manual_seed(0)
+    mlp = randomize_(MLP(D)).double()
+    before = {k: v.clone() for k, v in mlp.state_dict().items()}
+    x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
+
+    def literal(x):
+        hidden = mlp.c_fc(x)
+        return mlp.c_proj(hidden * torch.sigmoid(1.702 * hidden))
+
+    grad = torch.randn(B, T, D, dtype=torch.float64)
+    inputs = (x, *mlp.parameters())
+    ours = torch.autograd.grad(mlp(x), inputs, grad)
+    expected = torch.autograd.grad(literal(x), inputs, grad)
+    torch.testing.assert_close(mlp(x), literal(x), rtol=1e-12, atol=1e-12)
+    for g, e in zip(ours, expected):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradgradcheck(mlp, (x[:1, :3],))
+    for k, v in mlp.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # float32: equal to rounding
+    mlp32, x32 = mlp.float(), x.detach().float()
+    torch.testing.assert_close(mlp32(x32), literal(x32))
 
 
 def test_attention_maps_per_layer():
