@@ -26,6 +26,7 @@ torch version and the thread count):
   the system first), on CUDA ``torch.cuda.max_memory_allocated``;
 * with ``--breakdown`` (CPU): a step's time split by the profiler into the matrix products, the optimiser and
   everything else, and the GFLOP/s inside the products alone (:func:`step_breakdown`): what limits the share of peak;
+  and the ceiling of that share: the step's products replayed back to back with nothing between them;
 * with ``--compare-openai``: OpenAI's reference ``clip/model.py`` (from the ``clip-anytorch`` wheel), built with the
   same architecture, holding the same weights (copied with :meth:`minclip.model.CLIP.to_openai_state_dict` and checked
   to give the same logits), trained by the same step function, optimiser and batches. Its code needs every batch
@@ -418,15 +419,21 @@ MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mk
               "aten::convolution_backward"}
 
 
-def step_breakdown(model, optimizer, batches: list, config: CLIPConfig, autocast=None) -> dict:
+def step_breakdown(model, optimizer, batches: list, config: CLIPConfig, autocast=None, probe=None,
+                   repeats: int = 5) -> dict:
     """Profile training steps on ``batches`` (CPU) and split their time: the matrix products (self time of
     :data:`MATMUL_OPS`), the optimiser step, and everything else (LayerNorm, softmax, activations, sums, copies,
     the loss, gradient clipping). Also the GFLOP/s *inside* the matrix products: how fast the products themselves
-    run, apart from the work between them. Times are per step, in ms."""
+    run, apart from the work between them. Times are per step, in ms.
+
+    Then the step's ceiling: the products of one step replayed alone (:func:`replay_products`: the same operators at
+    the same shapes, back to back, into kept outputs; ``repeats`` times, the median), their GFLOP/s, and with ``probe``
+    (a function returning the matmul peak of the moment, called before each replay) their median share of that peak:
+    the share a step would reach if all the work between its products took no time."""
     from torch.profiler import ProfilerActivity, profile
 
     flops = 0
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
         for batch in batches:
             train_step(model, batch.images, batch.tokens, optimizer, TrainConfig().grad_clip, autocast)
             flops += matmul_flops(config, len(batch.tokens), training=True, text_length=batch.tokens.shape[1])
@@ -436,9 +443,69 @@ def step_breakdown(model, optimizer, batches: list, config: CLIPConfig, autocast
     optimizer_time = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#"))
     other = total - matmul - optimizer_time
     n = len(batches)
-    return {"step_ms": total / 1e3 / n, "matmul_ms": matmul / 1e3 / n, "optimizer_ms": optimizer_time / 1e3 / n,
-            "other_ms": other / 1e3 / n, "matmul_share": matmul / total, "optimizer_share": optimizer_time / total,
-            "other_share": other / total, "matmul_gflops": flops / (matmul / 1e6) / 1e9}
+    parts = {"step_ms": total / 1e3 / n, "matmul_ms": matmul / 1e3 / n, "optimizer_ms": optimizer_time / 1e3 / n,
+             "other_ms": other / 1e3 / n, "matmul_share": matmul / total, "optimizer_share": optimizer_time / total,
+             "other_share": other / total, "matmul_gflops": flops / (matmul / 1e6) / 1e9}
+
+    shapes = [(e.key, e.input_shapes) for e in profiler.key_averages(group_by_input_shape=True)
+              for _ in range(e.count // n) if e.key in MATMUL_OPS]  # one step's products
+    dtype = torch.bfloat16 if autocast is not None else torch.float32
+    run, replay_flops = replay_products(shapes, dtype)
+    run()  # warm-up
+    seconds, shares = [], []
+    for _ in range(repeats):
+        peak = probe() if probe is not None else None
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+        if peak is not None:
+            shares.append(replay_flops / seconds[-1] / 1e9 / peak)
+    replay_seconds = statistics.median(seconds)
+    parts.update(replay_ms=replay_seconds * 1e3, replay_gflops=replay_flops / replay_seconds / 1e9,
+                 replay_share=statistics.median(shares) if shares else None)
+    return parts
+
+
+def replay_products(shapes: list[tuple[str, list]], dtype: torch.dtype = torch.float32):
+    """``(run, flops)``: ``run()`` performs the matrix products ``shapes`` lists (``(operator, input shapes)`` as
+    the profiler records them, e.g. ``("aten::addmm", [[512], [8320, 128], [128, 512], [], []])``) on random operands
+    made once, into outputs made once; ``flops`` is their count, ``2 m k n`` each. Only the products, with nothing
+    between them: how fast the matrix library runs a step's shapes. Convolutions (the patch embedding) are left out of
+    both.
+
+        >>> run, flops = replay_products([("aten::mm", [[4, 3], [3, 2]]), ("aten::bmm", [[5, 4, 3], [5, 3, 2]])])
+        >>> flops, run() is None
+        (288, True)
+    """
+    calls, flops = [], 0
+    for op, dims in shapes:
+        if op in ("aten::mm", "aten::addmm"):
+            first = 1 if op == "aten::addmm" else 0  # addmm(bias, a, b)
+            (m, k), (k2, n) = dims[first], dims[first + 1]
+            batch = None
+        elif op in ("aten::bmm", "aten::baddbmm"):
+            first = 1 if op == "aten::baddbmm" else 0  # baddbmm(c, a, b)
+            (batch, m, k), (_, k2, n) = dims[first], dims[first + 1]
+        else:
+            continue  # convolutions
+        if k != k2:
+            raise ValueError(f"{op} with shapes {dims}: inner sizes {k} and {k2} differ")
+        lead = () if batch is None else (batch,)
+        a, b = torch.randn(*lead, m, k, dtype=dtype), torch.randn(*lead, k, n, dtype=dtype)
+        out = torch.empty(*lead, m, n, dtype=dtype)
+        if first:  # the added term, broadcast as recorded
+            c = torch.randn(dims[0], dtype=dtype)
+            product = functools.partial(torch.addmm if batch is None else torch.baddbmm, c, a, b, out=out)
+        else:
+            product = functools.partial(torch.mm if batch is None else torch.bmm, a, b, out=out)
+        calls.append(product)
+        flops += 2 * (batch or 1) * m * k * n
+
+    def run() -> None:
+        for product in calls:
+            product()
+
+    return run, flops
 
 
 def timed_train_step(model, optimizer, images, tokens, device: torch.device, clock, autocast=None) -> float:
@@ -486,7 +553,8 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
     peak_memory = memory.read()
     breakdown = {}
     if args.breakdown:
-        breakdown = step_breakdown(model, optimizer, [data.get(step + i) for i in range(3)], config, autocast)
+        probe = functools.partial(matmul_peak, device, probe_dtype, args.peak_size, repeats=2, clock=clock)
+        breakdown = step_breakdown(model, optimizer, [data.get(step + i) for i in range(3)], config, autocast, probe)
         step += 3
 
     model.eval()
@@ -520,6 +588,8 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
             f"{b['matmul_gflops'] / statistics.median(peaks):.0%} of the median peak), optimiser "
             f"{b['optimizer_ms']:.0f} ms ({b['optimizer_share']:.0%}), everything else {b['other_ms']:.0f} ms "
             f"({b['other_share']:.0%})")
+        log(f"  the same products replayed alone, nothing between them: {b['replay_ms']:.0f} ms, "
+            f"{b['replay_gflops']:.0f} GFLOP/s, {b['replay_share']:.0%} of the peak: the ceiling of the step's share")
     if reference is not None:
         result.openai = compare_with_openai(name, overrides, reference, data, step, args, device, clock, autocast,
                                             log)

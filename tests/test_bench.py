@@ -222,13 +222,56 @@ def test_step_breakdown_splits_a_step_into_parts_that_add_up():
     assert parts["matmul_ms"] + parts["optimizer_ms"] + parts["other_ms"] == pytest.approx(parts["step_ms"])
     assert parts["matmul_share"] + parts["optimizer_share"] + parts["other_share"] == pytest.approx(1.0)
     assert parts["matmul_gflops"] > 0
+    assert parts["replay_ms"] > 0 and parts["replay_gflops"] > 0 and parts["replay_share"] is None  # no probe given
+
+
+def test_step_breakdown_replays_the_products_of_one_step_and_sets_them_against_the_probe():
+    """The replayed products are the step's own: their FLOPs are matmul_flops' count less the patch embedding's
+    convolution (forward and weight gradient), which the replay leaves out. The share divides by the probe's peak."""
+    tokenizer = bench.emoji_tokenizer()
+    model = bench.bench_model("nano", tokenizer).train()
+    optimizer = torch.optim.AdamW(model.parameters())
+    config = model.config
+    data = EmojiBatches(config.image_size, config.context_length, 8, tokenizer, torch.device("cpu"))
+    batch = data.get(0)
+    calls = []
+    real = bench.replay_products
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "replay_products", lambda shapes, dtype: calls.append(shapes) or real(shapes, dtype))
+        parts = bench.step_breakdown(model, optimizer, [batch], config, probe=lambda: 1e-3, repeats=3)
+    (shapes,) = calls
+    _, flops = real(shapes)
+    patches = (config.image_size // config.patch_size) ** 2
+    convolution = 2 * 8 * patches * 3 * config.patch_size**2 * config.vision_width
+    assert flops == bench.matmul_flops(config, 8, text_length=batch.tokens.shape[1]) - 2 * convolution
+    assert parts["replay_share"] == pytest.approx(parts["replay_gflops"] / 1e-3)  # 3 repeats: median of ratios exact
+
+
+def test_replay_products_runs_each_recorded_product_into_its_own_output():
+    seen = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("mm", "addmm", "bmm", "baddbmm"):
+            original = getattr(torch, name)
+            patch.setattr(torch, name, lambda *a, _n=name, _f=original, **k: seen.append((_n, tuple(k["out"].shape)))
+                          or _f(*a, **k))
+        run, flops = bench.replay_products([
+            ("aten::addmm", [[6], [4, 3], [3, 6], [], []]), ("aten::mm", [[4, 3], [3, 2]]),
+            ("aten::bmm", [[5, 4, 3], [5, 3, 2]]), ("aten::baddbmm", [[5, 4, 2], [5, 4, 3], [5, 3, 2], [], []]),
+            ("aten::mkldnn_convolution", [[2, 3, 8, 8], [4, 3, 4, 4], [], [], [], [], []])])
+        run()
+    assert seen == [("addmm", (4, 6)), ("mm", (4, 2)), ("bmm", (5, 4, 2)), ("baddbmm", (5, 4, 2))]
+    assert flops == 2 * (4 * 3 * 6 + 4 * 3 * 2 + 2 * 5 * 4 * 3 * 2)
+    with pytest.raises(ValueError, match="inner sizes 3 and 5 differ"):
+        bench.replay_products([("aten::mm", [[4, 3], [5, 2]])])
 
 
 def test_breakdown_flag_prints_the_split_and_refuses_other_devices(capsys):
     assert main(["--preset", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--peak-size", "64",
                  "--threads", "1", "--breakdown"]) == 0
-    assert re.search(r"where a step's time goes .*: matrix products \d+ ms \(\d+%; \d+ GFLOP/s inside them",
-                     capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert re.search(r"where a step's time goes .*: matrix products \d+ ms \(\d+%; \d+ GFLOP/s inside them", out)
+    assert re.search(r"the same products replayed alone, nothing between them: \d+ ms, \d+ GFLOP/s, \d+% of the peak",
+                     out)
     with pytest.raises(SystemExit):
         main(["--preset", "nano", "--device", "meta", "--breakdown"])
     assert "--breakdown profiles CPU time" in capsys.readouterr().err
