@@ -232,3 +232,14 @@ def test_query_positions_errors():
     for bad in (torch.tensor([0, 1]), torch.tensor([0, 1, T]), torch.tensor([0.0, 1.0, 2.0]), [0, 1, 2]):
         with pytest.raises(ValueError, match=r"query_positions must be a \(B,\) = \(3,\) integer tensor"):
             attn(x, query_positions=bad)
+
+
+def test_query_positions_trace_into_one_graph_under_torch_compile():
+    """The range check reads the positions' values, which would split a compiled graph in two: under torch.compile it
+    is skipped (the positions come from the model's own pooling), and the pass traces as one graph."""
+    attn = MultiheadSelfAttention(D, H)
+    x, positions = torch.randn(B, T, D), torch.tensor([0, 3, T - 1])
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(attn)(x, query_positions=positions, is_causal=True)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
