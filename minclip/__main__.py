@@ -26,7 +26,9 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .data import LANGS
     from .model import PRESETS
+    from .train import DATASETS, LOSSES, PRECISIONS
 
     parser = argparse.ArgumentParser(prog="python -m minclip", description="Train, evaluate and use a small CLIP.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -39,16 +41,16 @@ def _parser() -> argparse.ArgumentParser:
                     "averaged (DistributedDataParallel; NCCL on GPUs, gloo on the CPU), and only rank 0 shows "
                     "progress and writes files. The result is that of one process with the same options.")
     train.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: tiny)")
-    train.add_argument("--data", default="emoji", choices=["emoji", "shapes"], help="data set (default: emoji)")
-    train.add_argument("--lang", default="en", choices=["en", "ko", "both"], help="caption language (default: en)")
+    train.add_argument("--data", default="emoji", choices=list(DATASETS), help="data set (default: emoji)")
+    train.add_argument("--lang", default="en", choices=list(LANGS), help="caption language (default: en)")
     train.add_argument("--epochs", type=int, help="passes over the training split (default: the recipe's)")
     train.add_argument("--batch-size", type=int,
                        help="pairs per step, over all processes: a multiple of their number (default: the recipe's)")
-    train.add_argument("--loss", default="clip", choices=["clip", "siglip"],
+    train.add_argument("--loss", default="clip", choices=list(LOSSES),
                        help="'clip': InfoNCE, a softmax over the batch; 'siglip': a sigmoid per pair with a learned "
                             "bias (Zhai et al., 2023) (default: clip)")
     train.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    train.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    train.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                        help="forward pass: 'auto' = bf16 autocast on a GPU, float32 elsewhere; 'bf16' also on a CPU "
                             "with bf16 matrix units (Intel AMX), where it is faster (default: auto)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

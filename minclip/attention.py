@@ -182,14 +182,7 @@ class MultiheadSelfAttention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3D): q, k and v in one matrix product
         qkv = qkv.view(B, T, 3, self.heads, self.head_dim)  # (B, T, 3, H, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # three of (B, H, T, d)
-
-        if self.impl == "manual" or need_weights:
-            out, weights = scaled_dot_product_attention(q, k, v, mask, is_causal)
-        else:
-            out, weights = self._sdpa(q, k, v, mask, is_causal), None
-
-        out = out.transpose(1, 2).reshape(B, T, D)  # (B, H, T, d) -> (B, T, H, d) -> (B, T, D): heads merged
-        return self.out_proj(out), (weights if need_weights else None)
+        return self._attend(q, k, v, mask, is_causal, need_weights)
 
     def _forward_at(self, x, mask, is_causal: bool, need_weights: bool, positions: torch.Tensor):
         """``forward`` with one query per row, at ``positions`` (B,): out ``(B, 1, D)``, weights ``(B, H, 1, T)``."""
@@ -212,16 +205,20 @@ class MultiheadSelfAttention(nn.Module):
         if mask is not None:  # (T, T), (B or 1, H or 1, T or 1, T) -> the row of each query: (B, H or 1, 1, T)
             mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # 4-d, a view
             mask = mask.expand(B, -1, T, -1)[rows, :, positions].unsqueeze(2)
-        if is_causal:  # query at position p sees keys 0..p
-            later = torch.arange(T, device=x.device) > positions[:, None]  # (B, T)
-            causal = torch.zeros(B, 1, 1, T, device=x.device, dtype=x.dtype)
-            causal = causal.masked_fill(later[:, None, None], float("-inf"))  # (B, 1, 1, T)
+        if is_causal:  # query at position p sees keys 0..p: row p of the causal mask
+            causal = causal_mask(T, device=x.device, dtype=x.dtype)[positions][:, None, None]  # (B, 1, 1, T)
             mask = causal if mask is None else mask + causal
+        return self._attend(q, k, v, mask, False, need_weights)  # (B, 1, D), weights (B, H, 1, T)
+
+    def _attend(self, q, k, v, mask, is_causal: bool, need_weights: bool):
+        """``(B, H, T_q, d)`` queries over ``(B, H, T, d)`` keys and values by the configured path, heads merged,
+        output projection: ``(B, T_q, D)``, and the weights ``(B, H, T_q, T)`` if ``need_weights`` else ``None``."""
         if self.impl == "manual" or need_weights:
-            out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, 1, d), (B, H, 1, T)
+            out, weights = scaled_dot_product_attention(q, k, v, mask, is_causal)
         else:
-            out, weights = self._sdpa(q, k, v, mask, False), None
-        out = out.transpose(1, 2).reshape(B, 1, D)  # (B, H, 1, d) -> (B, 1, H, d) -> (B, 1, D): heads merged
+            out, weights = self._sdpa(q, k, v, mask, is_causal), None
+        B, H, T_q, d = out.shape
+        out = out.transpose(1, 2).reshape(B, T_q, H * d)  # (B, H, T_q, d) -> (B, T_q, H, d) -> (B, T_q, D): merged
         return self.out_proj(out), (weights if need_weights else None)
 
     @staticmethod

@@ -420,7 +420,7 @@ MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mk
 
 
 def step_breakdown(model, optimizer, batches: list, config: CLIPConfig, autocast=None, probe=None,
-                   repeats: int = 5) -> dict:
+                   dtype: torch.dtype = torch.float32, repeats: int = 5) -> dict:
     """Profile training steps on ``batches`` (CPU) and split their time: the matrix products (self time of
     :data:`MATMUL_OPS`), the optimiser step, and everything else (LayerNorm, softmax, activations, sums, copies,
     the loss, gradient clipping). Also the GFLOP/s *inside* the matrix products: how fast the products themselves
@@ -429,7 +429,8 @@ def step_breakdown(model, optimizer, batches: list, config: CLIPConfig, autocast
     Then the step's ceiling: the products of one step replayed alone (:func:`replay_products`: the same operators at
     the same shapes, back to back, into kept outputs; ``repeats`` times, the median), their GFLOP/s, and with ``probe``
     (a function returning the matmul peak of the moment, called before each replay) their median share of that peak:
-    the share a step would reach if all the work between its products took no time."""
+    the share a step would reach if all the work between its products took no time. ``dtype``: the one the step's
+    products run in (:func:`peak_dtype`: bf16 under autocast)."""
     from torch.profiler import ProfilerActivity, profile
 
     flops = 0
@@ -449,7 +450,6 @@ def step_breakdown(model, optimizer, batches: list, config: CLIPConfig, autocast
 
     shapes = [(e.key, e.input_shapes) for e in profiler.key_averages(group_by_input_shape=True)
               for _ in range(e.count // n) if e.key in MATMUL_OPS]  # one step's products
-    dtype = torch.bfloat16 if autocast is not None else torch.float32
     run, replay_flops = replay_products(shapes, dtype)
     run()  # warm-up
     seconds, shares = [], []
@@ -541,11 +541,12 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
     memory.reset()
     step_times, data_times, flops, lengths, peaks, shares = [], [], [], [], [], []
     probe_dtype = peak_dtype(device, args.precision)
+    probe = functools.partial(matmul_peak, device, probe_dtype, args.peak_size, repeats=2, clock=clock)
     for _ in range(args.steps):
         batch = data.get(step)
         step += 1
         data_times.append(batch.seconds)
-        peaks.append(matmul_peak(device, probe_dtype, args.peak_size, repeats=2, clock=clock))
+        peaks.append(probe())
         step_times.append(timed_train_step(model, optimizer, batch.images, batch.tokens, device, clock, autocast))
         flops.append(matmul_flops(config, args.batch_size, training=True, text_length=batch.tokens.shape[1]))
         lengths.append(batch.tokens.shape[1])
@@ -553,8 +554,8 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
     peak_memory = memory.read()
     breakdown = {}
     if args.breakdown:
-        probe = functools.partial(matmul_peak, device, probe_dtype, args.peak_size, repeats=2, clock=clock)
-        breakdown = step_breakdown(model, optimizer, [data.get(step + i) for i in range(3)], config, autocast, probe)
+        breakdown = step_breakdown(model, optimizer, [data.get(step + i) for i in range(3)], config, autocast, probe,
+                                   probe_dtype)
         step += 3
 
     model.eval()

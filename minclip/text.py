@@ -157,11 +157,11 @@ class TextTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor, return_attention: bool = False):
         """``(B, T)`` token ids -> ``(B, embed_dim)`` features (``(features, maps)`` with ``return_attention``)."""
         self.check_tokens(tokens)
-        pooled_at = None if return_attention else self.pooled_positions(tokens)  # maps need the full last block
-        out = self._hidden(tokens, return_attention, pooled_at)
+        positions = self.pooled_positions(tokens)  # (B,)
+        out = self._hidden(tokens, return_attention, None if return_attention else positions)  # maps: full last block
         if return_attention:
             x, maps = out
-            pooled = x[torch.arange(len(x), device=x.device), self.pooled_positions(tokens)]  # (B, D): one per row
+            pooled = x[torch.arange(len(x), device=x.device), positions]  # (B, D): one per row
         else:
             pooled, maps = out, None  # (B, D): the last block computed the pooled tokens alone
         features = pooled @ self.text_projection  # (B, D) @ (D, embed_dim) -> (B, embed_dim)

@@ -70,7 +70,7 @@ class TrainConfig:
     preset: str = "tiny"  # CLIPConfig preset for the model
     data: str = "emoji"  # "emoji" (the shipped bilingual set) or "shapes" (procedural, for the binding test)
     lang: str = "en"  # caption language: "en", "ko" or "both"
-    epochs: int = 44  # passes over the training split (44 fit the 5-minute CPU budget of the main job: 238 s)
+    epochs: int = 44  # passes over the training split (44 fit the 5-minute CPU budget of the main job: 227 s)
     batch_size: int = 128  # pairs per step (over all processes); every other pair in the batch is a negative
     loss: str = "clip"  # "clip": InfoNCE, a softmax over the batch; "siglip": a sigmoid per pair, with a learned bias
     lr: float = 1e-3  # peak learning rate, reached after the warm-up
