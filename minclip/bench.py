@@ -36,10 +36,11 @@ torch version and the thread count):
   The contestants alternate step by step, in alternating order, so drifts in the machine's speed hit them alike.
 
 Configurations: every preset of :data:`minclip.model.PRESETS`, built as ``python -m minclip train`` builds it
-(vocabulary of the BPE tokenizer learned on the training captions), and two reference shapes, :data:`REFERENCE_SHAPES`
-(``ref128``, ``ref64``), with OpenAI's 49,408-token vocabulary size. Images larger than the shipped 64 px (OpenAI's
-224 px presets) are random pixels; everything else is the real pipeline. Timings on a machine shared with other work
-are noisy: compare figures from one run, and quote figures from an idle machine.
+(vocabulary of the BPE tokenizer learned on the training captions), and the reference shapes, :data:`REFERENCE_SHAPES`
+(``ref128``, ``ref64``, and ref128 widened: ``ref256``, ``ref512``), with OpenAI's 49,408-token vocabulary size.
+Images larger than the shipped 64 px (OpenAI's 224 px presets) are random pixels; everything else is the real
+pipeline. Timings on a machine shared with other work are noisy: compare figures from one run, and quote figures
+from an idle machine.
 
 How it fits: the top of the import order. It reuses train.py's step, parameter groups, model building and data
 helpers, so it times what training runs; nothing in the package imports it.
@@ -85,6 +86,12 @@ REFERENCE_SHAPES: dict[str, dict] = {
     "ref64": dict(embed_dim=64, image_size=32, patch_size=8, vision_width=64, vision_layers=2, vision_heads=1,
                   vocab_size=49408, context_length=16, text_width=64, text_layers=2, text_heads=1),
 }
+# ref128 made wider, nothing else changed (64 channels per head). Per token, a linear layer's arithmetic grows with
+# the width squared and the element-wise work between products only with the width: these show what that does to the
+# share of the matmul peak.
+REFERENCE_SHAPES.update({f"ref{width}": {**REFERENCE_SHAPES["ref128"], "embed_dim": width, "vision_width": width,
+                                          "text_width": width, "vision_heads": width // 64, "text_heads": width // 64}
+                         for width in (256, 512)})
 CONFIG_NAMES = [*PRESETS, *REFERENCE_SHAPES]
 SHIPPED_IMAGE_SIZE = 64  # the emoji set's largest size; larger models get random pixels
 OPENAI_INSTALL = "pip install --no-deps clip-anytorch==2.6.0"

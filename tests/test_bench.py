@@ -69,6 +69,19 @@ def test_matmul_flops_errors():
         matmul_flops(CLIPConfig.preset("nano"), 4, text_length=33)
 
 
+@pytest.mark.parametrize("width", [256, 512])
+def test_wider_reference_shapes_are_ref128_with_only_the_width_changed(width):
+    base, wide = bench.REFERENCE_SHAPES["ref128"], bench.REFERENCE_SHAPES[f"ref{width}"]
+    changed = {key for key in base if base[key] != wide[key]}
+    assert changed == {"embed_dim", "vision_width", "text_width", "vision_heads", "text_heads"}
+    config = CLIPConfig(**wide)
+    assert config.vision_width == config.text_width == config.embed_dim == width
+    assert config.vision_width // config.vision_heads == config.text_width // config.text_heads == 64
+    # the linear layers' products grow as the width squared, attention's (T, T) products only with the width
+    growth = matmul_flops(config, 8) / matmul_flops(CLIPConfig(**base), 8)
+    assert (width // 128) ** 2 * 0.8 < growth < (width // 128) ** 2
+
+
 def test_openai_twin_holds_the_same_model():
     """Tiny has 4 heads of 32 channels where OpenAI's constructor would give width // 64 = 2: the twin must not."""
     reference = bench.openai_reference()
