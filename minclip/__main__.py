@@ -26,7 +26,7 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .data import LANGS
+    from .data import ARTISTS, LANGS
     from .model import PRESETS
     from .train import DATASETS, LOSSES, PRECISIONS
 
@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: tiny)")
     train.add_argument("--data", default="emoji", choices=list(DATASETS), help="data set (default: emoji)")
     train.add_argument("--lang", default="en", choices=list(LANGS), help="caption language (default: en)")
+    train.add_argument("--artists", nargs="+", default=["noto"], choices=list(ARTISTS), metavar="ARTIST",
+                       help=f"emoji: train on these artists' drawings, one per emoji and epoch; the report tests "
+                            f"the others as unseen artists (choices: {', '.join(ARTISTS)}; default: noto)")
     train.add_argument("--epochs", type=int, help="passes over the training split (default: the recipe's)")
     train.add_argument("--batch-size", type=int,
                        help="pairs per step, over all processes: a multiple of their number (default: the recipe's)")
@@ -114,7 +117,8 @@ def _train(args) -> int:
     if args.fixed_temperature is not None and not args.fixed_temperature > 0:
         raise UsageError(f"--fixed-temperature must be positive, got {args.fixed_temperature}")
     model_overrides = {"text_pooling": args.text_pooling} if args.text_pooling else {}
-    config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, seed=args.seed, loss=args.loss,
+    config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, artists=tuple(args.artists),
+                         seed=args.seed, loss=args.loss,
                          precision=args.precision, freeze_image_tower=args.freeze_image_tower, model=model_overrides,
                          **overrides)
     out = Path(args.out or f"runs/{args.preset.replace('/', '-')}-{args.data}-{args.lang}")
@@ -136,13 +140,13 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from .evaluate import format_report, heldout_report
-    from .train import load, read_checkpoint
+    from .train import TrainConfig, load, read_checkpoint, unseen_artists
 
     state = read_checkpoint(args.checkpoint)
     model, _, tokenizer = load(args.checkpoint)
-    config = state["train_config"]
-    report = heldout_report(model, tokenizer, config["data"], config["lang"], model.config.image_size,
-                            seed=config["seed"])
+    config = TrainConfig(**state["train_config"])
+    report = heldout_report(model, tokenizer, config.data, config.lang, model.config.image_size, seed=config.seed,
+                            unseen_artists=unseen_artists(config))
     print(format_report(report))
     return 0
 

@@ -196,10 +196,14 @@ class EmojiDataset(Dataset):
         captions: "train" (templates over name, keywords and group, drawn per epoch) or "eval" (the plain name).
         seed: with `set_epoch`, fixes every training caption: caption(i) depends only on (seed, epoch, image).
         root: folder holding the shipped files (default: data/emoji next to the package).
+        artists: whose drawings to use (`ARTISTS`; default Noto's alone). With several, each emoji shows one of
+            its artists' drawings per epoch, drawn like its caption from (seed, epoch, emoji), so an epoch still
+            holds every emoji once; emoji none of them draws are left out.
 
     Item i is (images[i] uint8 (S, S, 3), caption str). Whole-split tensors are attributes, so training can
-    prepare everything up front: `images` uint8 (N, S, S, 3), `records` (dicts, see `load_emoji`),
-    `duplicate_groups` (equal ids = byte-identical images; for `DistinctBatchSampler`), `captions(epoch)`.
+    prepare everything up front: `images` uint8 (N, S, S, 3) (the current epoch's drawings), `records` (dicts, see
+    `load_emoji`), `duplicate_groups` (equal ids = byte-identical images; for `DistinctBatchSampler`),
+    `captions(epoch)`, `epoch_images(epoch)`, and per artist `artist_images` (A, N, S, S, 3) and `drawn` (A, N).
 
         >>> test = EmojiDataset("test", lang="ko", image_size=32, captions="eval")
         >>> image, caption = test[0]
@@ -208,7 +212,8 @@ class EmojiDataset(Dataset):
     """
 
     def __init__(self, split: str = "train", lang: str = "en", image_size: int = SHIPPED_SIZE,
-                 captions: str = "train", seed: int = 0, root: str | Path | None = None):
+                 captions: str = "train", seed: int = 0, root: str | Path | None = None,
+                 artists: Sequence[str] = ("noto",)):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if lang not in LANGS:
@@ -217,20 +222,58 @@ class EmojiDataset(Dataset):
             raise ValueError(f"captions must be 'train' (templates) or 'eval' (plain names), got {captions!r}")
         if captions == "eval" and lang == "both":
             raise ValueError("evaluation captions are the plain name in one language: use lang='en' or lang='ko'")
-        records, images = _shared(image_size, root)
-        keep = [i for i, r in enumerate(records) if split == "all" or r["split"] == split]
+        if isinstance(artists, str) or not artists or len(set(artists)) != len(artists) \
+                or not set(artists) <= set(ARTISTS):
+            raise ValueError(f"artists must be a non-empty list of distinct names from {ARTISTS}, got {artists!r}")
+        records, _ = _shared(image_size, root)
+        drawings = [load_artist(artist, image_size, root) for artist in artists]  # [(images, present)] per artist
+        drawn = torch.stack([present for _, present in drawings])  # (A, N_all) bool
+        keep = [i for i, r in enumerate(records) if (split == "all" or r["split"] == split) and drawn[:, i].any()]
         self.split, self.lang, self.image_size, self.caption_mode, self.seed = split, lang, image_size, captions, seed
         self.records = [dict(records[i]) for i in keep]
-        self.images = images[keep]  # (N, S, S, 3) uint8, a copy holding only this split
+        self.artists = tuple(artists)
+        self.artist_images = torch.stack([images[keep] for images, _ in drawings])  # (A, N, S, S, 3) uint8
+        self.drawn = drawn[:, keep]  # (A, N): which artist draws which item
         self.duplicate_groups = [r["index"] if r["duplicate_group"] is None else r["duplicate_group"]
                                  for r in self.records]
         self.epoch = 0
+        self._artist_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-        return self.images[i], self.caption(i)
+        return self.artist_images[self.artist_of()[i], i], self.caption(i)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """uint8 (N, S, S, 3): every item's drawing at the current epoch (with one artist, always that artist's)."""
+        return self.epoch_images()
+
+    def artist_of(self, epoch: int | None = None, view: int = 0) -> torch.Tensor:
+        """(N,) long: which of `artists` draws each item at `epoch` (default: the current one).
+
+        Per item, the artists that draw it are put in a random order seeded by (seed, epoch, emoji); view v takes the
+        v-th of them, so views 0 and 1 of an item show two different artists wherever two draw it.
+        """
+        epoch = self.epoch if epoch is None else epoch
+        if len(self.artists) == 1:
+            return torch.zeros(len(self), dtype=torch.long)
+        if (epoch, view) not in self._artist_cache:
+            self._artist_cache = {key: value for key, value in self._artist_cache.items() if key[0] == epoch}
+            chosen = []
+            for i, record in enumerate(self.records):
+                artists = self.drawn[:, i].nonzero().flatten().tolist()
+                order = random.Random(f"{self.seed}:{epoch}:{record['index']}:artist").sample(artists, len(artists))
+                chosen.append(order[view % len(order)])
+            self._artist_cache[(epoch, view)] = torch.tensor(chosen)
+        return self._artist_cache[(epoch, view)]
+
+    def epoch_images(self, epoch: int | None = None, view: int = 0) -> torch.Tensor:
+        """uint8 (N, S, S, 3): each item's drawing at `epoch` (default: the current one) in `view` (`artist_of`)."""
+        if len(self.artists) == 1:
+            return self.artist_images[0]
+        return self.artist_images[self.artist_of(epoch, view), torch.arange(len(self))]  # (N, S, S, 3)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw training captions for `epoch` from now on (call it, like DistributedSampler's, every epoch)."""

@@ -540,10 +540,13 @@ def heldout_pairs(data: str, lang: str, image_size: int, seed: int = 0) -> HeldO
     raise ValueError(f"data must be 'emoji' or 'shapes', got {data!r}")
 
 
-def heldout_report(model, tokenizer, data: str, lang: str, image_size: int, seed: int = 0) -> dict:
+def heldout_report(model, tokenizer, data: str, lang: str, image_size: int, seed: int = 0,
+                   unseen_artists: Sequence[str] = ()) -> dict:
     """The held-out report: recall@K (and within-family or binding accuracy), each beside its chance level.
 
-    `lang='both'` reports English; train and evaluate a Korean model with `lang='ko'`.
+    `lang='both'` reports English; train and evaluate a Korean model with `lang='ko'`. For emoji, each artist in
+    `unseen_artists` (ones the model was not trained on) adds its `unseen_artist_report` under
+    `report["unseen_artists"][artist]`.
     """
     lang = "en" if lang == "both" else lang
     heldout = heldout_pairs(data, lang, image_size, seed)
@@ -557,6 +560,9 @@ def heldout_report(model, tokenizer, data: str, lang: str, image_size: int, seed
         report["among_all_images"] = retrieval_recall(similarity, heldout.test_indices)
         report["among_test_images"] = retrieval_recall(similarity[:, test], list(range(len(test))))
         report["within_family"] = within_family_accuracy(similarity, heldout.test_indices, heldout.families)
+        if unseen_artists:
+            report["unseen_artists"] = {artist: unseen_artist_report(model, tokenizer, artist, lang, image_size)
+                                        for artist in unseen_artists}
     else:
         report["among_test_images"] = retrieval_recall(similarity, heldout.test_indices)
         test_image_features = image_features[heldout.test_indices]  # (Q, E): the image of each test caption
@@ -567,6 +573,65 @@ def heldout_report(model, tokenizer, data: str, lang: str, image_size: int, seed
             foil_scores = (foil_features * test_image_features).sum(dim=-1)  # (Q,)
             report[f"binding_{kind}"] = binding_accuracy(true_scores, foil_scores[:, None])
     return report
+
+
+def distinct_images(images: torch.Tensor) -> list[int]:
+    """For each image, the index of the first image with exactly the same pixels (its own index if none comes
+    before it). An artist may draw two emoji alike (the flags of Norway and Svalbard); counted as one candidate.
+
+        >>> distinct_images(torch.tensor([[1, 2], [3, 4], [1, 2]], dtype=torch.uint8))
+        [0, 1, 0]
+    """
+    first: dict[bytes, int] = {}
+    return [first.setdefault(image.numpy().tobytes(), i) for i, image in enumerate(images)]
+
+
+def unseen_artist_report(model, tokenizer, artist: str, lang: str, image_size: int, reference: str = "noto") -> dict:
+    """Leave one artist out: does the model know the emoji's *concept*, or one artist's pixels?
+
+    The shipped emoji are drawn by several artists, row for row (``minclip.data.load_artist``). For an artist the
+    model never saw, three questions, each beside its chance level:
+
+    * ``training_captions``: text -> image among all of the artist's images, for the names of the training split.
+      The model knows these concepts, drawn by other hands: one shift (the style).
+    * ``heldout_compositions``: the same for the test split's names: a new style *and* a new combination of known
+      words, both shifts at once.
+    * ``twin_in_<reference>``: image -> image, each of the artist's drawings against all of ``reference``'s images:
+      is the same emoji's drawing ranked first?
+
+    Emoji the artist does not draw are left out; identical drawings count as one candidate (``distinct_images``).
+    """
+    from .data import load_emoji, to_model_input  # here: the metrics above need torch only
+
+    records, _ = load_emoji(image_size)
+    images, candidate_of = artist_candidates(artist, image_size)
+    image_features = encode_images(model, to_model_input(images))  # (K, E)
+    report = {"artist": artist, "candidate_images": len(images)}
+    for name, split in (("training_captions", "train"), ("heldout_compositions", "test")):
+        rows = [row for row in candidate_of if records[row]["split"] == split]
+        text_features = encode_texts(model, tokenizer, [records[row][f"name_{lang}"] for row in rows])  # (Q, E)
+        recall = retrieval_recall(text_features @ image_features.T, [candidate_of[row] for row in rows])
+        report[name] = recall["text_to_image"]
+    reference_images, reference_of = artist_candidates(reference, image_size)
+    reference_features = encode_images(model, to_model_input(reference_images))  # (K', E)
+    shared = [row for row in candidate_of if row in reference_of]  # emoji both artists draw
+    drawings = image_features[[candidate_of[row] for row in shared]]  # (Q, E): the queries
+    twins = [reference_of[row] for row in shared]
+    report[f"twin_in_{reference}"] = retrieval_recall(drawings @ reference_features.T, twins)["text_to_image"]
+    return report
+
+
+def artist_candidates(artist: str, image_size: int) -> tuple[torch.Tensor, dict[int, int]]:
+    """An artist's distinct drawings as retrieval candidates: ``(images (K, S, S, 3) uint8, {row: candidate})``,
+    where ``row`` runs over the rows of captions.jsonl the artist draws and ``candidate`` indexes ``images``."""
+    from .data import load_artist
+
+    images, present = load_artist(artist, image_size)  # (N, S, S, 3), (N,) bool
+    rows = present.nonzero().flatten().tolist()
+    first = distinct_images(images[rows])  # positions in `rows`
+    kept = sorted(set(first))
+    slot = {p: k for k, p in enumerate(kept)}
+    return images[[rows[p] for p in kept]], {row: slot[first[p]] for p, row in enumerate(rows)}
 
 
 def format_report(report: dict) -> str:

@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # text bars: they work in terminals and notebooks alike
 
-from .data import DistinctBatchSampler, EmojiDataset, augment, to_model_input
+from .data import ARTISTS, DistinctBatchSampler, EmojiDataset, augment, to_model_input
 from .evaluate import heldout_report, retrieval_evaluate
 from .loss import SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE, distributed_clip_loss, distributed_siglip_loss
 from .model import CLIP, CLIPConfig
@@ -70,6 +70,7 @@ class TrainConfig:
     preset: str = "tiny"  # CLIPConfig preset for the model
     data: str = "emoji"  # "emoji" (the shipped bilingual set) or "shapes" (procedural, for the binding test)
     lang: str = "en"  # caption language: "en", "ko" or "both"
+    artists: tuple[str, ...] = ("noto",)  # emoji: whose drawings to train on (data.ARTISTS); the others are unseen
     epochs: int = 44  # passes over the training split (44 fit the 5-minute CPU budget of the main job: 227 s)
     batch_size: int = 128  # pairs per step (over all processes); every other pair in the batch is a negative
     loss: str = "clip"  # "clip": InfoNCE, a softmax over the batch; "siglip": a sigmoid per pair, with a learned bias
@@ -95,6 +96,11 @@ class TrainConfig:
             raise ValueError(f"data must be one of {DATASETS}, got {self.data!r}")
         if self.lang not in ("en", "ko", "both"):
             raise ValueError(f"lang must be 'en', 'ko' or 'both', got {self.lang!r}")
+        self.artists = tuple(self.artists)  # JSON round trips (checkpoints) turn tuples into lists
+        if not self.artists or len(set(self.artists)) != len(self.artists) or not set(self.artists) <= set(ARTISTS):
+            raise ValueError(f"artists must be distinct names from {ARTISTS}, got {self.artists!r}")
+        if self.data != "emoji" and self.artists != ("noto",):
+            raise ValueError(f"artists are drawings of the emoji set; data={self.data!r} has its own images")
         for name in ("epochs", "batch_size", "vocab_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -276,10 +282,12 @@ def global_mean(value: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------- data
-def load_pairs(data: str, split: str, lang: str, image_size: int, seed: int, captions: str = "train"):
-    """The dataset of `split` for `data`; training captions vary per epoch for emoji, they are fixed for shapes."""
+def load_pairs(data: str, split: str, lang: str, image_size: int, seed: int, captions: str = "train",
+               artists: tuple[str, ...] = ("noto",)):
+    """The dataset of `split` for `data`; training captions (and, with several artists, the emoji's drawings) vary
+    per epoch for emoji, they are fixed for shapes."""
     if data == "emoji":
-        return EmojiDataset(split, lang=lang, image_size=image_size, captions=captions, seed=seed)
+        return EmojiDataset(split, lang=lang, image_size=image_size, captions=captions, seed=seed, artists=artists)
     return ShapesDataset(split, lang=lang, image_size=image_size, seed=seed)
 
 
@@ -287,6 +295,17 @@ def epoch_captions(dataset, epoch: int) -> list[str]:
     """The captions of every item at `epoch` (emoji captions are drawn per epoch; shapes captions are fixed)."""
     captions = dataset.captions
     return list(captions(epoch)) if callable(captions) else list(captions)
+
+
+def epoch_images(dataset, epoch: int) -> torch.Tensor:
+    """The image of every item at `epoch`, uint8 (N, S, S, 3): emoji drawn by several artists show one drawing per
+    item and epoch; a dataset without `epoch_images` (shapes) has fixed images."""
+    return dataset.epoch_images(epoch) if hasattr(dataset, "epoch_images") else dataset.images
+
+
+def unseen_artists(config: "TrainConfig") -> tuple[str, ...]:
+    """The shipped artists a run did not train on, whose drawings its report tests (none for shapes)."""
+    return tuple(artist for artist in ARTISTS if artist not in config.artists) if config.data == "emoji" else ()
 
 
 def tokenizer_corpus(dataset, epochs: int = 4) -> list[str]:
@@ -517,7 +536,7 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
                          "or use another --out folder")
 
     image_size = CLIPConfig.preset(config.preset, **config.model).image_size
-    train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed)
+    train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed, artists=config.artists)
     if resumed is not None:
         model, tokenizer = model_from_checkpoint(resumed)
     else:
@@ -559,6 +578,7 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
         epoch, position = divmod(step, steps_per_epoch)
         captions = epoch_captions(train_set, epoch)
         tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
+        images_all = epoch_images(train_set, epoch)  # (N, S, S, 3) uint8: this epoch's drawings
         batches = sampler.batches(epoch)
         model.train()
         for batch in batches[position:]:
@@ -566,7 +586,7 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
                 break
             tick = time.perf_counter()
             index = torch.tensor(batch)
-            images = train_set.images[index]  # (B, S, S, 3) uint8
+            images = images_all[index]  # (B, S, S, 3) uint8
             if config.augment:  # the whole global batch, in every process: the shifts and flips of a single process
                 generator = step_generator(config.seed, step)
                 images = augment(images, [captions[i] for i in batch], generator=generator)
@@ -600,7 +620,8 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
     report = {}
     if processes.is_main:
         if step >= total_steps:  # finished (not interrupted on purpose by stop_after): the held-out report
-            report = heldout_report(model, tokenizer, config.data, config.lang, image_size, seed=config.seed)
+            report = heldout_report(model, tokenizer, config.data, config.lang, image_size, seed=config.seed,
+                                    unseen_artists=unseen_artists(config))
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
     processes.barrier()

@@ -9,17 +9,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minclip.data import CLIP_MEAN, CLIP_STD
 from minclip.evaluate import (
     average_templates,
     binding_accuracy,
     binding_evaluate,
     confusion_matrix,
+    distinct_images,
     encode_images,
     encode_texts,
     retrieval_evaluate,
     retrieval_recall,
     similarity_matrix,
     topk_accuracy,
+    unseen_artist_report,
     within_family_accuracy,
     zero_shot_classifier,
     zero_shot_evaluate,
@@ -355,3 +358,59 @@ def test_retrieval_and_binding_evaluate_with_the_stub_match_the_metrics_on_featu
                        "queries": 3}
     with pytest.raises(ValueError, match="the same number"):
         binding_evaluate(model, tokenizer, images[:2], true_captions[:2], [foils[0], foils[1][:1]])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Leave one artist out, on a made-up set of six emoji
+
+
+class ColourConcepts(nn.Module):
+    """A model that knows each emoji's concept in any style: a name's features are its emoji's colour, and an image's
+    features are its mean colour. Drawings are solid colours here, so every artist's drawing of an emoji matches."""
+
+    context_length = 3
+
+    def __init__(self, colours):
+        super().__init__()
+        self.colours = colours  # (6, 3): the colour of each emoji
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def encode_text(self, tokens):
+        return self.colours[tokens[:, 0]] + 0 * self.anchor  # (B, 3)
+
+    def encode_image(self, images):
+        rgb = images.mean(dim=(2, 3)) * torch.tensor(CLIP_STD) + torch.tensor(CLIP_MEAN)  # (B, 3), undo to_model_input
+        return (rgb * 255 - 20) / 200 + 0 * self.anchor  # the colour the test painted with
+
+
+def test_distinct_images_maps_each_image_to_its_first_copy():
+    images = torch.tensor([[[1]], [[2]], [[1]], [[3]], [[2]]], dtype=torch.uint8)
+    assert distinct_images(images) == [0, 1, 0, 3, 1]
+
+
+def test_unseen_artist_report_on_a_made_up_set(monkeypatch):
+    import minclip.data
+
+    names = ["red heart", "blue heart", "green apple", "flag: Norway", "flag: Svalbard", "moon"]
+    splits = ["train", "train", "test", "train", "train", "test"]
+    records = [{"name_en": n, "split": s} for n, s in zip(names, splits)]
+    colours = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 1], [1, 0, 1], [1, 1, 0]])  # Norway = Svalbard
+    solid = (colours * 200 + 20).to(torch.uint8)[:, None, None, :].expand(-1, 2, 2, -1).clone()  # (6, 2, 2, 3)
+    drawn = {"noto": torch.ones(6, dtype=torch.bool), "pen": torch.tensor([1, 1, 1, 1, 1, 0], dtype=torch.bool)}
+    monkeypatch.setattr(minclip.data, "load_emoji", lambda image_size: (records, solid))
+    monkeypatch.setattr(minclip.data, "load_artist", lambda artist, image_size: (solid.clone(), drawn[artist]))
+    tokenizer = StubTokenizer(names)
+    model = ColourConcepts(colours)
+
+    report = unseen_artist_report(model, tokenizer, "pen", "en", image_size=2)
+    # "pen" draws five emoji, two of them alike: four candidates; the moon (not drawn) asks nothing
+    assert report["artist"] == "pen" and report["candidate_images"] == 4
+    train, test = report["training_captions"], report["heldout_compositions"]
+    assert (train["queries"], test["queries"]) == (4, 1)
+    assert train["R@1"] == test["R@1"] == 1.0  # both flags find their shared drawing: identical drawings are one
+    assert train["R@1_chance"] == pytest.approx(1 / 4) and train["R@5_chance"] == 1.0
+    twin = report["twin_in_noto"]
+    assert twin["queries"] == 5 and twin["R@1"] == 1.0 and twin["R@1_chance"] == pytest.approx(1 / 5)
+
+    blind = ColourConcepts(torch.ones(6, 3))  # every name the same features: ties count against the model
+    assert unseen_artist_report(blind, tokenizer, "pen", "en", image_size=2)["training_captions"]["R@1"] == 0.0
