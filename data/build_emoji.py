@@ -2,10 +2,12 @@
 
     python data/build_emoji.py                 # fetch sources into /tmp, build, write data/emoji/
     python data/build_emoji.py --sources DIR   # reuse (or fill) a sources folder outside the repo
+    python data/build_emoji.py --artists-only  # keep the shipped captions and Noto images, redo the other artists
 
 What it does, step by step (data/README.md explains the choices):
-  1. fetch   Debian bookworm packages with `apt-get download` + `dpkg -x` (no install) and the npm package
-             emojibase-data with `npm pack`; every archive is checked against a pinned SHA-256.
+  1. fetch   Debian bookworm packages with `apt-get download` + `dpkg -x` (no install) and npm packages with
+             `npm pack` (emojibase-data and the other artists' SVGs); every archive is checked against a pinned
+             SHA-256 (architecture-specific .debs against a pinned version).
   2. list    the 3,655 fully-qualified emoji of Unicode's emoji-test.txt (Emoji 15.0), in its order, with group
              and subgroup.
   3. name    English and Korean names (CLDR `type="tts"`) and keywords from Unicode CLDR 41 annotations and
@@ -20,10 +22,17 @@ What it does, step by step (data/README.md explains the choices):
              clock times) such that every word of a held-out name still appears in training names; exact
              duplicates never leave train.
   7. write   captions.jsonl, images_64.npz (byte-reproducible), font_ko.ttf (a renamed Hangul subset of an OFL
-             font for the gallery), LICENSE.md, SHA256SUMS.
+             font for the gallery).
+  8. artists the same emoji drawn by OpenMoji, Microsoft's Fluent Emoji (Flat and Color) and EmojiOne 2: their SVGs
+             matched to the rows by code points (with or without U+FE0F and U+200D), each drawn whole (its viewBox,
+             no per-emoji crop) at 256x256 by rsvg-convert, composited on white, LANCZOS downscale to 64x64. One
+             images_64_<artist>.npz per artist with `images` (N, 64, 64, 3) and `present` (N,): a row the artist
+             lacks is white and absent, never another emoji. Then LICENSE.md and SHA256SUMS.
 
 Needs: Debian/Ubuntu's apt-get and dpkg (run `apt-get update` once), npm, and Python with numpy and Pillow built
-with RAQM (Pillow's wheels are). fontTools comes from the Debian package python3-fonttools, unpacked like the rest.
+with RAQM (Pillow's wheels are). fontTools comes from the Debian package python3-fonttools and rsvg-convert from
+librsvg2-bin and librsvg2-2, unpacked like the rest; rsvg-convert loads librsvg's own dependencies (cairo, pango,
+...) from the system, as a Debian bookworm install of librsvg2-2 has them.
 Not run by CI; the outputs are committed.
 """
 
@@ -42,6 +51,7 @@ import tarfile
 import time
 import xml.etree.ElementTree as ET
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +68,20 @@ DEBIAN = {
     "unicode-cldr-core": ("41-0.1", "35d30d5d3bee4d8244e95236259c4c2a0db06e21bad696515751fcfeee4d0260"),
     "fonts-nanum": ("20200506-1", "5e86c346e6485b694e1f0ebd27132892fcf014d1b975de4fd21d1654ddf37043"),
     "python3-fonttools": ("4.38.0-1+deb12u1", None),  # build tool only: subsets the Hangul font
+    "librsvg2-bin": ("2.54.7+dfsg-1~deb12u1", None),  # build tool only: rsvg-convert rasterises the artists' SVGs
+    "librsvg2-2": ("2.54.7+dfsg-1~deb12u1", None),  # its library, pinned too (run from the unpacked folder)
 }
-NPM = ("emojibase-data", "17.0.0", "d01d0e2ca4e22cb402679532155342c71e2e871f25c32223c013b8b166ebdf5a")
+# npm packages: name -> (version, SHA-256 of the tarball, folders/files to unpack (None: all)).
+NPM = {
+    "emojibase-data": ("17.0.0", "d01d0e2ca4e22cb402679532155342c71e2e871f25c32223c013b8b166ebdf5a", None),
+    "openmoji": ("17.0.0", "55ee7d13485dec86e9f38c1f3a645a13382d33ff97c0cd845ee824b0aef45e68",
+                 ("package/color/svg/", "package/LICENSE.txt", "package/package.json")),
+    "@iconify-json/fluent-emoji-flat": ("1.2.6", "7d064769dee690815f823bc5bcc511d957198caf9f5edd8dd9c1aa48a6aeb175",
+                                        None),
+    "@iconify-json/fluent-emoji": ("1.2.7", "8044210dbf11e016d4de85f15d01a243423bd832457e7e2491df1b751c0e272b", None),
+    "emojione": ("2.2.7", "5fe002738e6e276f49ac37783799d2feab99a6131fdedccfa56569d745449ae5",
+                 ("package/assets/svg/", "package/LICENSE.md", "package/package.json")),  # 94 MB: only the SVGs
+}
 
 IMAGE_SIZE = 64  # shipped resolution; smaller sizes are made at load time
 FONT_SIZE = 109  # the only strike size of Noto Color Emoji's bitmaps
@@ -118,15 +140,16 @@ def fetch(sources: Path) -> Path:
         if expected is not None and sha256(deb) != expected:
             raise SystemExit(f"{deb} has SHA-256 {sha256(deb)}, expected {expected}: delete it and rerun")
         subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
-    package, version, expected = NPM
-    tgz = sources / f"{package}-{version}.tgz"
-    if not tgz.exists():
-        subprocess.run(["npm", "pack", "--loglevel=warn", f"{package}@{version}"], cwd=sources, check=True,
-                       stdout=subprocess.DEVNULL)
-    if sha256(tgz) != expected:
-        raise SystemExit(f"{tgz} has SHA-256 {sha256(tgz)}, expected {expected}: delete it and rerun")
-    with tarfile.open(tgz) as tar:
-        tar.extractall(root / "npm" / package, filter="data")
+    for package, (version, expected, members) in NPM.items():
+        tgz = sources / f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"  # npm pack's file name
+        if not tgz.exists():
+            subprocess.run(["npm", "pack", "--loglevel=warn", f"{package}@{version}"], cwd=sources, check=True,
+                           stdout=subprocess.DEVNULL)
+        if sha256(tgz) != expected:
+            raise SystemExit(f"{tgz} has SHA-256 {sha256(tgz)}, expected {expected}: delete it and rerun")
+        with tarfile.open(tgz) as tar:
+            keep = [m for m in tar.getmembers() if members is None or m.name.startswith(members)]
+            tar.extractall(root / "npm" / package, members=keep, filter="data")
     return root
 
 
@@ -402,15 +425,139 @@ def assign_splits(records: list[dict]) -> None:
                     raise SystemExit(f"holding out {name!r} would leave a word without a training example")
 
 
+# --------------------------------------------------------------------------------------------- 8. other artists
+# The same emoji drawn by other artists, one LZMA npz per artist aligned row for row with captions.jsonl. Each artist
+# ships SVGs; `rsvg-convert` (Debian librsvg2-bin, unpacked like the other packages) draws the artist's whole
+# drawing area (its viewBox, no per-emoji crop) at RENDER_SIZE, the build composites it on white and downscales
+# it with LANCZOS, as for Noto. artist -> the npm package of its SVGs (licences: `license_text`).
+ARTISTS = {
+    "openmoji": "openmoji",  # SVG files named by code points
+    "fluent": "@iconify-json/fluent-emoji-flat",  # Microsoft's Fluent Emoji, Flat style, as an Iconify icon set
+    "fluent_color": "@iconify-json/fluent-emoji",  # the same design in its Color style (gradients, soft shadows)
+    "emojione": "emojione",  # EmojiOne 2.2.7 (Unicode 9, no gendered roles), SVG files named by code points
+}
+RENDER_SIZE = 256  # rasterise at 4x, then LANCZOS to IMAGE_SIZE
+# Drawings rsvg-convert 2.54.7 cannot render ("rendering error: NoMemory" on their filters), by `sequence_key`: they
+# are marked missing.
+UNRENDERABLE = {"fluent_color": {"\u2602", "\u2614"}}  # umbrella, umbrella with rain drops
+ZWJ, VS16 = "\u200d", "\ufe0f"
+
+
+def sequence_key(text: str) -> str:
+    """The emoji without U+FE0F and U+200D: artists name files with or without them ("1F468-1F469-1F466" is the
+    family ZWJ sequence in EmojiOne 2, "2764" the red heart that emoji-test.txt writes 2764 FE0F)."""
+    return text.replace(VS16, "").replace(ZWJ, "")
+
+
+def codepoint_svgs(folder: Path) -> dict[str, str]:
+    """SVG files named by hex code points ("1F469-200D-2695-FE0F.svg") -> {emoji: SVG text}."""
+    out = {}
+    for path in sorted(folder.glob("*.svg")):
+        try:
+            emoji = "".join(chr(int(c, 16)) for c in path.stem.split("-"))
+        except ValueError:
+            raise SystemExit(f"{path} is not named by hex code points") from None
+        out[emoji] = path.read_text(encoding="utf-8")
+    return out
+
+
+def iconify_svgs(icons_json: Path, chars_json: Path) -> dict[str, str]:
+    """An Iconify icon set (icons.json: SVG bodies by name; chars.json: hex code points -> name) -> {emoji: SVG}.
+
+    Each body is wrapped in an <svg> whose square viewBox holds the icon's box (0 0 width height), centred."""
+    data = json.loads(icons_json.read_text(encoding="utf-8"))
+    out = {}
+    for hexes, name in json.loads(chars_json.read_text(encoding="utf-8")).items():
+        if name not in data["icons"]:
+            raise SystemExit(f"{chars_json} maps {hexes} to {name!r}, which is not an icon of {icons_json}")
+        icon = data["icons"][name]
+        if {"left", "top", "hFlip", "vFlip", "rotate"} & icon.keys():
+            raise SystemExit(f"icon {name} has a transform or offset this build does not handle: {icon.keys()}")
+        width, height = icon.get("width", data["width"]), icon.get("height", data["height"])
+        side = max(width, height)
+        box = f"{(width - side) / 2:g} {(height - side) / 2:g} {side} {side}"
+        emoji = "".join(chr(int(c, 16)) for c in hexes.split("-"))
+        out[emoji] = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{box}">{icon["body"]}</svg>'
+    return out
+
+
+def artist_svgs(artist: str, root: Path) -> dict[str, str]:
+    """{emoji as the artist writes it: SVG text} for one artist."""
+    folder = root / "npm" / ARTISTS[artist] / "package"
+    if artist == "openmoji":
+        return codepoint_svgs(folder / "color/svg")
+    if artist == "emojione":
+        return codepoint_svgs(folder / "assets/svg")
+    # Both Fluent styles use the same icon names; only the flat set's package lists their code points.
+    return iconify_svgs(folder / "icons.json", root / "npm/@iconify-json/fluent-emoji-flat/package/chars.json")
+
+
+def align(emoji: list[str], svgs: dict[str, str]) -> list[str | None]:
+    """The artist's SVG for each row, or None where the artist lacks it (never another emoji's drawing).
+
+    A row takes the file of exactly its code points, else the one file with the same `sequence_key`, if no
+    other row shares that key."""
+    by_key = collections.defaultdict(list)
+    for e in svgs:
+        by_key[sequence_key(e)].append(e)
+    rows_per_key = collections.Counter(sequence_key(e) for e in emoji)
+    out = []
+    for e in emoji:
+        key = sequence_key(e)
+        if e in svgs:
+            out.append(svgs[e])
+        elif rows_per_key[key] == 1 and len(by_key[key]) == 1:
+            out.append(svgs[by_key[key][0]])
+        else:
+            out.append(None)
+    return out
+
+
+def rasterise(svg: str, rsvg: Path, env: dict) -> np.ndarray:
+    """One SVG -> uint8 (64, 64, 3): its viewBox drawn at RENDER_SIZE, composited on white, LANCZOS-downscaled."""
+    if not re.search(r"viewBox=\"[-\d.]+ [-\d.]+ ([\d.]+) \1\"", svg[:svg.index(">")]):
+        raise SystemExit(f"SVG without a square viewBox: {svg[:200]}")
+    result = subprocess.run([str(rsvg), "-w", str(RENDER_SIZE), "-h", str(RENDER_SIZE), "-f", "png"],
+                            input=svg.encode(), capture_output=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"rsvg-convert failed ({result.stderr.decode().strip()}) on {svg[:200]}")
+    rgba = Image.open(io.BytesIO(result.stdout)).convert("RGBA")
+    if rgba.size != (RENDER_SIZE, RENDER_SIZE):
+        raise SystemExit(f"rsvg-convert drew {rgba.size}, expected {RENDER_SIZE}x{RENDER_SIZE}")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    return np.asarray(rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS))
+
+
+def render_artist(artist: str, emoji: list[str], root: Path, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 (N, 64, 64, 3) and present bool (N,) of one artist, row for row with `emoji`; missing rows
+    are white."""
+    svgs = align(emoji, artist_svgs(artist, root))
+    svgs = [None if sequence_key(e) in UNRENDERABLE.get(artist, ()) else svg for e, svg in zip(emoji, svgs)]
+    rsvg = root / "usr/bin/rsvg-convert"
+    env = {"LD_LIBRARY_PATH": str(next(root.glob("usr/lib/*/librsvg-2.so.2")).parent)}  # the pinned librsvg
+    images = np.full((len(emoji), IMAGE_SIZE, IMAGE_SIZE, 3), 255, np.uint8)
+    present = np.array([svg is not None for svg in svgs])
+    with ThreadPoolExecutor(workers) as pool:  # each call runs one rsvg-convert process
+        drawn = pool.map(lambda svg: rasterise(svg, rsvg, env), [svg for svg in svgs if svg is not None])
+        for i, image in zip(np.flatnonzero(present), drawn):
+            images[i] = image
+    blank = [emoji[i] for i in np.flatnonzero(present) if (images[i] >= 250).all()]
+    if blank:
+        raise SystemExit(f"{artist}: {len(blank)} emoji render blank, e.g. {blank[:5]}")
+    return images, present
+
+
 # --------------------------------------------------------------------------------------------- 7. write
-def write_npz(path: Path, images: np.ndarray) -> None:
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
     """Like np.savez_compressed, but LZMA-compressed and byte-reproducible (a fixed zip timestamp)."""
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, images, allow_pickle=False)
-    info = zipfile.ZipInfo("images.npy", date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_LZMA  # 9.1 MB instead of DEFLATE's 13.3 MB; np.load reads it (via zipfile)
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(info, buffer.getvalue())
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_LZMA  # 9.1 MB instead of DEFLATE's 13.3 MB; np.load reads it (via zipfile)
+            zf.writestr(info, buffer.getvalue())
 
 
 def hangul_font(root: Path, records: list[dict], out: Path) -> int:
@@ -456,16 +603,51 @@ def license_text(root: Path) -> str:
         return "\n".join("" if line.strip() == "." else line[1:] for line in block.rstrip().splitlines())
 
     mit = (root / "npm/emojibase-data/package/LICENSE").read_text(encoding="utf-8").strip()
+    mit_microsoft, n = re.subn(r"^Copyright .*$", "Copyright (c) Microsoft Corporation.", mit, count=1, flags=re.M)
+    if n != 1:
+        raise SystemExit("emojibase-data's LICENSE has no copyright line to reuse the MIT text")
+    cc_by_sa = (root / "npm/openmoji/package/LICENSE.txt").read_text(encoding="utf-8").strip()
+    if not cc_by_sa.startswith("Attribution-ShareAlike 4.0 International"):
+        raise SystemExit("openmoji's LICENSE.txt is not the CC BY-SA 4.0 legal code")
     return f"""# Licences of the emoji captioning set
 
-This folder is a derived work of three sources. None of them endorses minclip. The set is "the minclip emoji set";
-it is not "Noto" and must not be called so.
+This folder is a derived work of several sources. None of them endorses minclip. The set is "the minclip emoji set";
+it is not "Noto" and must not be called so. Each image file carries the licence of the artwork it is drawn from.
 
 ## Images (`images_64.npz`): SIL Open Font License 1.1
 
 Rendered from the font Noto Color Emoji 2.042 (Debian package `fonts-noto-color-emoji` 2.042-0+deb12u1).
 Font copyright line: "Copyright 2022 Google Inc." Modifications: each glyph drawn with Pillow, cut with one fixed box,
 composited on white and downscaled to 64x64 pixels.
+
+## Images by other artists (`images_64_<artist>.npz`)
+
+The same emoji, drawn by other artists, in the rows of `captions.jsonl`. Modifications, the same for all: each SVG
+drawn with rsvg-convert (librsvg 2.54.7) at 256x256 pixels, composited on white and downscaled to 64x64 pixels; rows
+the artist does not draw are white and marked absent (`present`).
+
+### `images_64_openmoji.npz`: CC BY-SA 4.0 (Creative Commons Attribution-ShareAlike 4.0 International)
+
+All emojis designed by OpenMoji – the open-source emoji and icon project (https://openmoji.org). License: CC BY-SA
+4.0. From OpenMoji 17.0.0 (npm package `openmoji` 17.0.0, `color/svg`). This file is an adaptation and is licensed
+under CC BY-SA 4.0 as well: whoever shares it, or an adaptation of it (for example images made from it), must give
+the same attribution and share under the same licence. The licence text is at the end of this file; the other files of
+this folder are separate works under their own licences.
+
+### `images_64_fluent.npz`, `images_64_fluent_color.npz`: MIT
+
+Microsoft's Fluent Emoji (https://github.com/microsoft/fluentui-emoji), Copyright (c) Microsoft Corporation: the
+"Flat" style (`fluent`) and the "Color" style (`fluent_color`), from the Iconify packages
+`@iconify-json/fluent-emoji-flat` 1.2.6 and `@iconify-json/fluent-emoji` 1.2.7 (the same artwork, optimised and
+renamed by Iconify; MIT), code points from the flat package's `chars.json`.
+
+{mit_microsoft}
+
+### `images_64_emojione.npz`: CC BY 4.0 (Creative Commons Attribution 4.0 International)
+
+Emoji artwork by EmojiOne (Emoji One, http://emojione.com), version 2.2.7 (npm package `emojione` 2.2.7,
+`assets/svg`), licensed under CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/legalcode), as the package's
+LICENSE.md states for artwork of versions 2.0.0 and later.
 
 ## Gallery font (`font_ko.ttf`): SIL Open Font License 1.1
 
@@ -496,17 +678,15 @@ skin-tone variant are its base's tags plus the base name and the tone.
 ## SIL Open Font License 1.1 (applies to `images_64.npz` and `font_ko.ttf`)
 
 {debian_license("fonts-noto-color-emoji", "SIL-1.1")}
+
+## Creative Commons Attribution-ShareAlike 4.0 International (applies to `images_64_openmoji.npz`)
+
+{cc_by_sa}
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sources", type=Path, default=SOURCES_DEFAULT, help="download folder, outside the repo")
-    parser.add_argument("--out", type=Path, default=OUT_DEFAULT, help="output folder (default: data/emoji)")
-    args = parser.parse_args()
-    start = time.perf_counter()
-
-    root = fetch(args.sources)
+def build_noto(root: Path, out: Path) -> list[dict]:
+    """Steps 2-7 for the Noto images: captions.jsonl, images_64.npz, font_ko.ttf; return the records."""
     rows = read_emoji_test(root / "usr/share/unicode/emoji/emoji-test.txt")
     groups_ko = add_names(rows, root)
     for lang in ("en", "ko"):
@@ -540,16 +720,11 @@ def main() -> None:
     fields = ["index", "emoji", "codepoints", "version", "name_en", "name_ko", "keywords_en", "keywords_ko",
               "group", "subgroup", "group_ko", "base", "family", "tones", "gender", "split", "holdout",
               "duplicate_of", "duplicate_group", "source"]
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     with open(out / "captions.jsonl", "w", encoding="utf-8", newline="\n") as f:
         for rec in records:
             f.write(json.dumps({k: rec[k] for k in fields}, ensure_ascii=False) + "\n")
-    write_npz(out / "images_64.npz", images)
+    write_npz(out / "images_64.npz", images=images)
     n_font_chars = hangul_font(root, records, out / "font_ko.ttf")
-    (out / "LICENSE.md").write_text(license_text(root), encoding="utf-8")
-    shipped = ["captions.jsonl", "images_64.npz", "font_ko.ttf", "LICENSE.md"]
-    (out / "SHA256SUMS").write_text("".join(f"{sha256(out / n)}  {n}\n" for n in shipped), encoding="utf-8")
 
     splits = collections.Counter(r["split"] for r in records)
     reasons = collections.Counter((r["split"], r["holdout"]) for r in records if r["holdout"])
@@ -564,6 +739,46 @@ def main() -> None:
     for (split, reason), n in sorted(reasons.items()):
         print(f"  {split:5s} {reason:13s} {n}")
     print(f"font_ko.ttf: {n_font_chars} characters")
+    return records
+
+
+def build_artists(root: Path, out: Path, records: list[dict]) -> list[str]:
+    """Step 8: images_64_<artist>.npz for every artist in ARTISTS, row for row with `records`; return the names."""
+    emoji = [r["emoji"] for r in records]
+    names = []
+    for artist in ARTISTS:
+        start = time.perf_counter()
+        images, present = render_artist(artist, emoji, root)
+        names.append(f"images_{IMAGE_SIZE}_{artist}.npz")
+        write_npz(out / names[-1], images=images, present=present)
+        missing = collections.Counter(r["group"] for r, p in zip(records, present) if not p)
+        print(f"{artist}: {present.sum()} of {len(emoji)} emoji drawn ({time.perf_counter() - start:.0f} s); "
+              f"missing by group: {dict(missing)}")
+    return names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sources", type=Path, default=SOURCES_DEFAULT, help="download folder, outside the repo")
+    parser.add_argument("--out", type=Path, default=OUT_DEFAULT, help="output folder (default: data/emoji)")
+    parser.add_argument("--artists-only", action="store_true",
+                        help="keep the captions.jsonl, images_64.npz and font_ko.ttf in --out; redo only the other "
+                             "artists' images, LICENSE.md and SHA256SUMS")
+    args = parser.parse_args()
+    start = time.perf_counter()
+
+    root = fetch(args.sources)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.artists_only:
+        with open(out / "captions.jsonl", encoding="utf-8") as f:
+            records = [json.loads(line) for line in f]
+    else:
+        records = build_noto(root, out)
+    artist_files = build_artists(root, out, records)
+    (out / "LICENSE.md").write_text(license_text(root), encoding="utf-8")
+    shipped = ["captions.jsonl", "images_64.npz", "font_ko.ttf", "LICENSE.md", *artist_files]
+    (out / "SHA256SUMS").write_text("".join(f"{sha256(out / n)}  {n}\n" for n in shipped), encoding="utf-8")
     for name in shipped:
         print(f"{name}: {(out / name).stat().st_size / 1e6:.2f} MB")
     print(f"built in {time.perf_counter() - start:.1f} s")

@@ -5,6 +5,7 @@ CLIP learns from (image, caption) pairs. minclip ships a real, small set in `dat
 (data/README.md tells how it is built, split and licensed). This module turns it into tensors:
 
     load_emoji()          verified records + uint8 images (N, S, S, 3), cached per image size
+    load_artist()         the same emoji drawn by another artist (ARTISTS): images + which rows it draws
     EmojiDataset          a torch Dataset of (image uint8 (S, S, 3), caption str) for one split and language;
                           training captions come from a few templates, evaluation captions are the plain name
     to_model_input        uint8 (N, H, W, 3) -> normalised float (N, 3, H, W), what the vision tower takes
@@ -38,6 +39,10 @@ from torch.utils.data import Dataset, Sampler
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "emoji"  # the shipped set, beside the package
 SHIPPED_SIZE = 64  # images_64.npz holds (N, 64, 64, 3); smaller sizes are made from it at load time
+# The artists whose drawings of the same emoji ship in data/emoji/ (images_64_<artist>.npz beside Noto's
+# images_64.npz), for training on some and testing on an unseen one. fluent and fluent_color are two styles of one
+# design (Microsoft's Fluent Emoji): hold both out together when testing on an unseen artist.
+ARTISTS = ("noto", "openmoji", "fluent", "fluent_color", "emojione")
 SPLITS = ("train", "val", "test", "all")
 LANGS = ("en", "ko", "both")
 
@@ -129,15 +134,20 @@ def _resized(root: str, manifest_text: str, size: int) -> torch.Tensor:
     return resize_images(_load_verified(root, manifest_text)[1], size)
 
 
-def _shared(image_size: int, root: str | Path | None) -> tuple[tuple[dict, ...], torch.Tensor]:
-    """The cached records and images (shared between callers: never modify them in place)."""
+def _cache_key(image_size: int, root: str | Path | None) -> tuple[str, str]:
+    """Check the arguments; return (resolved root, manifest text), the key of the caches."""
     if not isinstance(image_size, int) or not 1 <= image_size <= SHIPPED_SIZE:
         raise ValueError(f"image_size must be an int in 1..{SHIPPED_SIZE} (the shipped size), got {image_size!r}")
     root = Path(root) if root is not None else DATA_DIR
     manifest = root / "SHA256SUMS"
     if not manifest.is_file():
         raise FileNotFoundError(f"checksum manifest {manifest} is missing: {REBUILD_HINT}")
-    key = (str(root.resolve()), manifest.read_text(encoding="utf-8"))
+    return str(root.resolve()), manifest.read_text(encoding="utf-8")
+
+
+def _shared(image_size: int, root: str | Path | None) -> tuple[tuple[dict, ...], torch.Tensor]:
+    """The cached records and images (shared between callers: never modify them in place)."""
+    key = _cache_key(image_size, root)
     records, images = _load_verified(*key)
     return records, (images if image_size == SHIPPED_SIZE else _resized(*key, image_size))
 
@@ -156,6 +166,50 @@ def load_emoji(image_size: int = SHIPPED_SIZE, root: str | Path | None = None) -
     """
     records, images = _shared(image_size, root)
     return [dict(r) for r in records], images.clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _load_artist_verified(root: str, manifest_text: str, artist: str) -> tuple[torch.Tensor, torch.Tensor]:
+    records = _load_verified(root, manifest_text)[0]  # the rows the artist's images must match
+    name = f"images_{SHIPPED_SIZE}_{artist}.npz"
+    verify_files(Path(root), [name])
+    with np.load(Path(root) / name) as npz:
+        images, present = torch.from_numpy(npz["images"]), torch.from_numpy(npz["present"])  # (N, 64, 64, 3), (N,)
+    if (images.shape != (len(records), SHIPPED_SIZE, SHIPPED_SIZE, 3) or images.dtype != torch.uint8
+            or present.shape != (len(records),) or present.dtype != torch.bool):
+        raise ValueError(f"{name} holds images {tuple(images.shape)} {images.dtype} and present "
+                         f"{tuple(present.shape)} {present.dtype} for {len(records)} records")
+    return images, present
+
+
+@functools.lru_cache(maxsize=8)
+def _artist_resized(root: str, manifest_text: str, artist: str, size: int) -> torch.Tensor:
+    return resize_images(_load_artist_verified(root, manifest_text, artist)[0], size)
+
+
+def load_artist(artist: str, image_size: int = SHIPPED_SIZE,
+                root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped emoji as drawn by one artist, row for row with `load_emoji`'s records (cached per size).
+
+    Returns (images, present): `images[i]` uint8 (image_size, image_size, 3) is the artist's drawing of records[i],
+    `present[i]` bool says whether the artist draws it at all (a missing row is white, never another emoji). "noto"
+    is the set of `load_emoji`, with every row present. The files are checked against SHA256SUMS like load_emoji's;
+    data/README.md lists the artists, their licences and how many emoji each draws.
+
+        >>> images, present = load_artist("fluent", 32)
+        >>> tuple(images.shape), int(present.sum())     # Fluent Emoji has no country flags, among others
+        ((3655, 32, 32, 3), 3025)
+    """
+    if artist not in ARTISTS:
+        raise ValueError(f"artist must be one of {ARTISTS}, got {artist!r}")
+    if artist == "noto":
+        records, images = _shared(image_size, root)
+        return images.clone(), torch.ones(len(records), dtype=torch.bool)
+    key = _cache_key(image_size, root)
+    images, present = _load_artist_verified(*key, artist)
+    if image_size != SHIPPED_SIZE:
+        images = _artist_resized(*key, artist, image_size)
+    return images.clone(), present.clone()
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader
 
 import minclip.data as data
 from minclip.data import (
-    CLIP_MEAN, CLIP_STD, DATA_DIR, TEMPLATES, Collate, DistinctBatchSampler, EmojiDataset, augment, flip_allowed,
-    from_model_input, load_emoji, make_caption, resize_images, show_gallery, to_model_input, verify_files,
+    ARTISTS, CLIP_MEAN, CLIP_STD, DATA_DIR, TEMPLATES, Collate, DistinctBatchSampler, EmojiDataset, augment,
+    flip_allowed, from_model_input, load_artist, load_emoji, make_caption, resize_images, show_gallery,
+    to_model_input, verify_files,
 )
 
 matplotlib.use("Agg")
@@ -232,6 +233,98 @@ def test_corrupt_file_names_the_file_and_the_fix(tmp_path):
     (root / "captions.jsonl").write_text(text.replace("grinning face", "grinning fact", 1), encoding="utf-8")
     with pytest.raises(ValueError, match=r"captions\.jsonl is corrupt or modified.*python data/build_emoji\.py"):
         load_emoji(root=root)
+
+
+# --------------------------------------------------------------------------------------------- other artists
+@pytest.fixture(scope="module")
+def artists():
+    return {artist: load_artist(artist) for artist in ARTISTS}
+
+
+def _is_white(images):
+    return (images == 255).flatten(1).all(dim=1)  # (N,)
+
+
+def _ink_colour(image):
+    """Mean RGB of the pixels that are neither background (nearly white) nor outline (nearly black): the colour
+    of the drawing. image: uint8 (H, W, 3) -> float (3,)."""
+    pixels = image.reshape(-1, 3).float()
+    return pixels[(pixels < 235).any(dim=1) & (pixels > 60).any(dim=1)].mean(dim=0)
+
+
+def test_artist_files_shapes_and_missing_rows(shipped, artists):
+    n = len(shipped[0])
+    verify_files(DATA_DIR, [f"images_64_{a}.npz" for a in ARTISTS if a != "noto"])
+    assert ARTISTS[0] == "noto" and len(ARTISTS) >= 3
+    for artist, (images, present) in artists.items():
+        assert images.shape == (n, 64, 64, 3) and images.dtype == torch.uint8, artist
+        assert present.shape == (n,) and present.dtype == torch.bool, artist
+        white = _is_white(images)
+        assert white[~present].all(), f"{artist}: a missing row is not white"
+        assert not white[present].any(), f"{artist}: a drawn row is blank"
+        assert present.sum() >= n // 3, f"{artist} draws only {present.sum()} of {n}"
+    assert artists["noto"][1].all()
+    torch.testing.assert_close(artists["noto"][0], shipped[1], atol=0, rtol=0)
+
+
+def test_artists_draw_the_same_emoji_in_the_same_row(shipped, artists):
+    """Every artist draws known emoji in their row: the colour named in the caption dominates, light skin tones
+    are lighter than dark ones, and colours follow Noto's row for row far better than in another order."""
+    records, noto = shipped
+    row = {r["name_en"]: r["index"] for r in records}
+    light = {r["base"]: r["index"] for r in records if r["tones"] == [1]}
+    dark = {r["base"]: r["index"] for r in records if r["tones"] == [5]}
+    noto_colours = torch.stack([_ink_colour(image) for image in noto])  # (N, 3)
+    for artist, (images, present) in artists.items():
+        for name in ("red heart", "grinning face"):
+            assert present[row[name]], f"{artist} lacks {name}"
+        for name, channel in [("red heart", 0), ("green heart", 1), ("blue heart", 2), ("red circle", 0),
+                              ("blue circle", 2)]:
+            colour = _ink_colour(images[row[name]])
+            assert colour.argmax() == channel, f"{artist}'s {name} has ink colour {colour.tolist()}"
+        pairs = [(light[b], dark[b]) for b in light if b in dark and present[light[b]] and present[dark[b]]]
+        lighter = [_ink_colour(images[i]).sum() > _ink_colour(images[j]).sum() for i, j in pairs]
+        assert len(pairs) >= 50 and sum(lighter) >= 0.95 * len(pairs), f"{artist}: {sum(lighter)} of {len(pairs)}"
+        if artist != "noto":
+            assert not torch.equal(images[row["grinning face"]], noto[row["grinning face"]]), artist
+            idx = present.nonzero().squeeze(1)
+            colours = torch.stack([_ink_colour(images[i]) for i in idx])  # (M, 3)
+            aligned = (colours - noto_colours[idx]).norm(dim=1).median()
+            rolled = (colours - noto_colours[(idx + len(noto) // 2) % len(noto)]).norm(dim=1).median()
+            assert aligned < 0.8 * rolled, f"{artist}: rows look misaligned ({aligned:.0f} vs {rolled:.0f})"
+
+
+def test_load_artist_resizes_and_returns_copies():
+    images, present = load_artist("openmoji", 32)
+    full, full_present = load_artist("openmoji")
+    torch.testing.assert_close(images, resize_images(full, 32), atol=0, rtol=0)
+    assert torch.equal(present, full_present)
+    images[0], present[0] = 0, False
+    again, again_present = load_artist("openmoji", 32)
+    assert again[0].max() == 255 and again_present[0]
+    noto, noto_present = load_artist("noto", 16)
+    torch.testing.assert_close(noto, load_emoji(16)[1], atol=0, rtol=0)
+    assert noto_present.all()
+
+
+def test_load_artist_rejects_unknown_artists_and_sizes():
+    with pytest.raises(ValueError, match=r"artist must be one of \('noto', 'openmoji'.*got 'twemoji'"):
+        load_artist("twemoji")
+    with pytest.raises(ValueError, match="image_size must be an int in 1..64"):
+        load_artist("openmoji", 128)
+
+
+def test_corrupt_artist_file_names_the_file(tmp_path):
+    root = _copy_shipped(tmp_path, ("SHA256SUMS", "captions.jsonl", "images_64.npz", "images_64_openmoji.npz"))
+    with open(root / "images_64_openmoji.npz", "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(ValueError, match=r"images_64_openmoji\.npz is corrupt or modified"):
+        load_artist("openmoji", root=root)
+    with pytest.raises(FileNotFoundError, match=r"images_64_fluent\.npz is missing"):
+        load_artist("fluent", root=root)
 
 
 # --------------------------------------------------------------------------------------------- dataset
