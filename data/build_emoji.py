@@ -425,129 +425,6 @@ def assign_splits(records: list[dict]) -> None:
                     raise SystemExit(f"holding out {name!r} would leave a word without a training example")
 
 
-# --------------------------------------------------------------------------------------------- 8. other artists
-# The same emoji drawn by other artists, one LZMA npz per artist aligned row for row with captions.jsonl. Each artist
-# ships SVGs; `rsvg-convert` (Debian librsvg2-bin, unpacked like the other packages) draws the artist's whole
-# drawing area (its viewBox, no per-emoji crop) at RENDER_SIZE, the build composites it on white and downscales
-# it with LANCZOS, as for Noto. artist -> the npm package of its SVGs (licences: `license_text`).
-ARTISTS = {
-    "openmoji": "openmoji",  # SVG files named by code points
-    "fluent": "@iconify-json/fluent-emoji-flat",  # Microsoft's Fluent Emoji, Flat style, as an Iconify icon set
-    "fluent_color": "@iconify-json/fluent-emoji",  # the same design in its Color style (gradients, soft shadows)
-    "emojione": "emojione",  # EmojiOne 2.2.7 (Unicode 9, no gendered roles), SVG files named by code points
-}
-RENDER_SIZE = 256  # rasterise at 4x, then LANCZOS to IMAGE_SIZE
-# Drawings rsvg-convert 2.54.7 cannot render ("rendering error: NoMemory" on their filters), by `sequence_key`: they
-# are marked missing.
-UNRENDERABLE = {"fluent_color": {"\u2602", "\u2614"}}  # umbrella, umbrella with rain drops
-ZWJ, VS16 = "\u200d", "\ufe0f"
-
-
-def sequence_key(text: str) -> str:
-    """The emoji without U+FE0F and U+200D: artists name files with or without them ("1F468-1F469-1F466" is the
-    family ZWJ sequence in EmojiOne 2, "2764" the red heart that emoji-test.txt writes 2764 FE0F)."""
-    return text.replace(VS16, "").replace(ZWJ, "")
-
-
-def codepoint_svgs(folder: Path) -> dict[str, str]:
-    """SVG files named by hex code points ("1F469-200D-2695-FE0F.svg") -> {emoji: SVG text}."""
-    out = {}
-    for path in sorted(folder.glob("*.svg")):
-        try:
-            emoji = "".join(chr(int(c, 16)) for c in path.stem.split("-"))
-        except ValueError:
-            raise SystemExit(f"{path} is not named by hex code points") from None
-        out[emoji] = path.read_text(encoding="utf-8")
-    return out
-
-
-def iconify_svgs(icons_json: Path, chars_json: Path) -> dict[str, str]:
-    """An Iconify icon set (icons.json: SVG bodies by name; chars.json: hex code points -> name) -> {emoji: SVG}.
-
-    Each body is wrapped in an <svg> whose square viewBox holds the icon's box (0 0 width height), centred."""
-    data = json.loads(icons_json.read_text(encoding="utf-8"))
-    out = {}
-    for hexes, name in json.loads(chars_json.read_text(encoding="utf-8")).items():
-        if name not in data["icons"]:
-            raise SystemExit(f"{chars_json} maps {hexes} to {name!r}, which is not an icon of {icons_json}")
-        icon = data["icons"][name]
-        if {"left", "top", "hFlip", "vFlip", "rotate"} & icon.keys():
-            raise SystemExit(f"icon {name} has a transform or offset this build does not handle: {icon.keys()}")
-        width, height = icon.get("width", data["width"]), icon.get("height", data["height"])
-        side = max(width, height)
-        box = f"{(width - side) / 2:g} {(height - side) / 2:g} {side} {side}"
-        emoji = "".join(chr(int(c, 16)) for c in hexes.split("-"))
-        out[emoji] = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{box}">{icon["body"]}</svg>'
-    return out
-
-
-def artist_svgs(artist: str, root: Path) -> dict[str, str]:
-    """{emoji as the artist writes it: SVG text} for one artist."""
-    folder = root / "npm" / ARTISTS[artist] / "package"
-    if artist == "openmoji":
-        return codepoint_svgs(folder / "color/svg")
-    if artist == "emojione":
-        return codepoint_svgs(folder / "assets/svg")
-    # Both Fluent styles use the same icon names; only the flat set's package lists their code points.
-    return iconify_svgs(folder / "icons.json", root / "npm/@iconify-json/fluent-emoji-flat/package/chars.json")
-
-
-def align(emoji: list[str], svgs: dict[str, str]) -> list[str | None]:
-    """The artist's SVG for each row, or None where the artist lacks it (never another emoji's drawing).
-
-    A row takes the file of exactly its code points, else the one file with the same `sequence_key`, if no
-    other row shares that key."""
-    by_key = collections.defaultdict(list)
-    for e in svgs:
-        by_key[sequence_key(e)].append(e)
-    rows_per_key = collections.Counter(sequence_key(e) for e in emoji)
-    out = []
-    for e in emoji:
-        key = sequence_key(e)
-        if e in svgs:
-            out.append(svgs[e])
-        elif rows_per_key[key] == 1 and len(by_key[key]) == 1:
-            out.append(svgs[by_key[key][0]])
-        else:
-            out.append(None)
-    return out
-
-
-def rasterise(svg: str, rsvg: Path, env: dict) -> np.ndarray:
-    """One SVG -> uint8 (64, 64, 3): its viewBox drawn at RENDER_SIZE, composited on white, LANCZOS-downscaled."""
-    if not re.search(r"viewBox=\"[-\d.]+ [-\d.]+ ([\d.]+) \1\"", svg[:svg.index(">")]):
-        raise SystemExit(f"SVG without a square viewBox: {svg[:200]}")
-    result = subprocess.run([str(rsvg), "-w", str(RENDER_SIZE), "-h", str(RENDER_SIZE), "-f", "png"],
-                            input=svg.encode(), capture_output=True, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"rsvg-convert failed ({result.stderr.decode().strip()}) on {svg[:200]}")
-    rgba = Image.open(io.BytesIO(result.stdout)).convert("RGBA")
-    if rgba.size != (RENDER_SIZE, RENDER_SIZE):
-        raise SystemExit(f"rsvg-convert drew {rgba.size}, expected {RENDER_SIZE}x{RENDER_SIZE}")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    return np.asarray(rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS))
-
-
-def render_artist(artist: str, emoji: list[str], root: Path, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 (N, 64, 64, 3) and present bool (N,) of one artist, row for row with `emoji`; missing rows
-    are white."""
-    svgs = align(emoji, artist_svgs(artist, root))
-    svgs = [None if sequence_key(e) in UNRENDERABLE.get(artist, ()) else svg for e, svg in zip(emoji, svgs)]
-    rsvg = root / "usr/bin/rsvg-convert"
-    env = {"LD_LIBRARY_PATH": str(next(root.glob("usr/lib/*/librsvg-2.so.2")).parent)}  # the pinned librsvg
-    images = np.full((len(emoji), IMAGE_SIZE, IMAGE_SIZE, 3), 255, np.uint8)
-    present = np.array([svg is not None for svg in svgs])
-    with ThreadPoolExecutor(workers) as pool:  # each call runs one rsvg-convert process
-        drawn = pool.map(lambda svg: rasterise(svg, rsvg, env), [svg for svg in svgs if svg is not None])
-        for i, image in zip(np.flatnonzero(present), drawn):
-            images[i] = image
-    blank = [emoji[i] for i in np.flatnonzero(present) if (images[i] >= 250).all()]
-    if blank:
-        raise SystemExit(f"{artist}: {len(blank)} emoji render blank, e.g. {blank[:5]}")
-    return images, present
-
-
 # --------------------------------------------------------------------------------------------- 7. write
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
     """Like np.savez_compressed, but LZMA-compressed and byte-reproducible (a fixed zip timestamp)."""
@@ -685,6 +562,130 @@ skin-tone variant are its base's tags plus the base name and the tone.
 """
 
 
+# --------------------------------------------------------------------------------------------- 8. other artists
+# The same emoji drawn by other artists, one LZMA npz per artist aligned row for row with captions.jsonl. Each artist
+# ships SVGs; `rsvg-convert` (Debian librsvg2-bin, unpacked like the other packages) draws the artist's whole
+# drawing area (its viewBox, no per-emoji crop) at RENDER_SIZE, the build composites it on white and downscales
+# it with LANCZOS, as for Noto. artist -> the npm package of its SVGs (licences: `license_text`).
+ARTISTS = {
+    "openmoji": "openmoji",  # SVG files named by code points
+    "fluent": "@iconify-json/fluent-emoji-flat",  # Microsoft's Fluent Emoji, Flat style, as an Iconify icon set
+    "fluent_color": "@iconify-json/fluent-emoji",  # the same design in its Color style (gradients, soft shadows)
+    "emojione": "emojione",  # EmojiOne 2.2.7 (Unicode 9, no gendered roles), SVG files named by code points
+}
+RENDER_SIZE = 256  # rasterise at 4x, then LANCZOS to IMAGE_SIZE
+# Drawings rsvg-convert 2.54.7 cannot render ("rendering error: NoMemory" on their filters), by `sequence_key`: they
+# are marked missing.
+UNRENDERABLE = {"fluent_color": {"\u2602", "\u2614"}}  # umbrella, umbrella with rain drops
+ZWJ, VS16 = "\u200d", "\ufe0f"
+
+
+def sequence_key(text: str) -> str:
+    """The emoji without U+FE0F and U+200D: artists name files with or without them ("1F468-1F469-1F466" is the
+    family ZWJ sequence in EmojiOne 2, "2764" the red heart that emoji-test.txt writes 2764 FE0F)."""
+    return text.replace(VS16, "").replace(ZWJ, "")
+
+
+def codepoint_svgs(folder: Path) -> dict[str, str]:
+    """SVG files named by hex code points ("1F469-200D-2695-FE0F.svg") -> {emoji: SVG text}."""
+    out = {}
+    for path in sorted(folder.glob("*.svg")):
+        try:
+            emoji = "".join(chr(int(c, 16)) for c in path.stem.split("-"))
+        except ValueError:
+            raise SystemExit(f"{path} is not named by hex code points") from None
+        out[emoji] = path.read_text(encoding="utf-8")
+    return out
+
+
+def iconify_svgs(icons_json: Path, chars_json: Path) -> dict[str, str]:
+    """An Iconify icon set (icons.json: SVG bodies by name; chars.json: hex code points -> name) -> {emoji: SVG}.
+
+    Each body is wrapped in an <svg> whose square viewBox holds the icon's box (0 0 width height), centred."""
+    data = json.loads(icons_json.read_text(encoding="utf-8"))
+    out = {}
+    for hexes, name in json.loads(chars_json.read_text(encoding="utf-8")).items():
+        if name not in data["icons"]:
+            raise SystemExit(f"{chars_json} maps {hexes} to {name!r}, which is not an icon of {icons_json}")
+        icon = data["icons"][name]
+        if {"left", "top", "hFlip", "vFlip", "rotate"} & icon.keys():
+            raise SystemExit(f"icon {name} has a transform or offset this build does not handle: {icon.keys()}")
+        width, height = icon.get("width", data["width"]), icon.get("height", data["height"])
+        side = max(width, height)
+        box = f"{(width - side) / 2:g} {(height - side) / 2:g} {side} {side}"
+        emoji = "".join(chr(int(c, 16)) for c in hexes.split("-"))
+        out[emoji] = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{box}">{icon["body"]}</svg>'
+    return out
+
+
+def artist_svgs(artist: str, root: Path) -> dict[str, str]:
+    """{emoji as the artist writes it: SVG text} for one artist."""
+    folder = root / "npm" / ARTISTS[artist] / "package"
+    if artist == "openmoji":
+        return codepoint_svgs(folder / "color/svg")
+    if artist == "emojione":
+        return codepoint_svgs(folder / "assets/svg")
+    # Both Fluent styles use the same icon names; only the flat set's package lists their code points.
+    return iconify_svgs(folder / "icons.json", root / "npm/@iconify-json/fluent-emoji-flat/package/chars.json")
+
+
+def align(emoji: list[str], svgs: dict[str, str]) -> list[str | None]:
+    """The artist's SVG for each row, or None where the artist lacks it (never another emoji's drawing).
+
+    A row takes the file of exactly its code points, else the one file with the same `sequence_key`, if no
+    other row shares that key."""
+    by_key = collections.defaultdict(list)
+    for e in svgs:
+        by_key[sequence_key(e)].append(e)
+    rows_per_key = collections.Counter(sequence_key(e) for e in emoji)
+    out = []
+    for e in emoji:
+        key = sequence_key(e)
+        if e in svgs:
+            out.append(svgs[e])
+        elif rows_per_key[key] == 1 and len(by_key[key]) == 1:
+            out.append(svgs[by_key[key][0]])
+        else:
+            out.append(None)
+    return out
+
+
+def rasterise(svg: str, rsvg: Path, env: dict) -> np.ndarray:
+    """One SVG -> uint8 (64, 64, 3): its viewBox drawn at RENDER_SIZE, composited on white, LANCZOS-downscaled."""
+    if not re.search(r"viewBox=\"[-\d.]+ [-\d.]+ ([\d.]+) \1\"", svg[:svg.index(">")]):
+        raise SystemExit(f"SVG without a square viewBox: {svg[:200]}")
+    result = subprocess.run([str(rsvg), "-w", str(RENDER_SIZE), "-h", str(RENDER_SIZE), "-f", "png"],
+                            input=svg.encode(), capture_output=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"rsvg-convert failed ({result.stderr.decode().strip()}) on {svg[:200]}")
+    rgba = Image.open(io.BytesIO(result.stdout)).convert("RGBA")
+    if rgba.size != (RENDER_SIZE, RENDER_SIZE):
+        raise SystemExit(f"rsvg-convert drew {rgba.size}, expected {RENDER_SIZE}x{RENDER_SIZE}")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    return np.asarray(rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS))
+
+
+def render_artist(artist: str, emoji: list[str], root: Path, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 (N, 64, 64, 3) and present bool (N,) of one artist, row for row with `emoji`; missing rows
+    are white."""
+    svgs = align(emoji, artist_svgs(artist, root))
+    svgs = [None if sequence_key(e) in UNRENDERABLE.get(artist, ()) else svg for e, svg in zip(emoji, svgs)]
+    rsvg = root / "usr/bin/rsvg-convert"
+    env = {"LD_LIBRARY_PATH": str(next(root.glob("usr/lib/*/librsvg-2.so.2")).parent)}  # the pinned librsvg
+    images = np.full((len(emoji), IMAGE_SIZE, IMAGE_SIZE, 3), 255, np.uint8)
+    present = np.array([svg is not None for svg in svgs])
+    with ThreadPoolExecutor(workers) as pool:  # each call runs one rsvg-convert process
+        drawn = pool.map(lambda svg: rasterise(svg, rsvg, env), [svg for svg in svgs if svg is not None])
+        for i, image in zip(np.flatnonzero(present), drawn):
+            images[i] = image
+    blank = [emoji[i] for i in np.flatnonzero(present) if (images[i] >= 250).all()]
+    if blank:
+        raise SystemExit(f"{artist}: {len(blank)} emoji render blank, e.g. {blank[:5]}")
+    return images, present
+
+
+# --------------------------------------------------------------------------------------------- the build
 def build_noto(root: Path, out: Path) -> list[dict]:
     """Steps 2-7 for the Noto images: captions.jsonl, images_64.npz, font_ko.ttf; return the records."""
     rows = read_emoji_test(root / "usr/share/unicode/emoji/emoji-test.txt")
