@@ -256,7 +256,8 @@ class EmojiDataset(Dataset):
 
     Item i is (images[i] uint8 (S, S, 3), caption str). Whole-split tensors are attributes, so training can
     prepare everything up front: `images` uint8 (N, S, S, 3) (the current epoch's drawings), `records` (dicts, see
-    `load_emoji`), `duplicate_groups` (equal ids = byte-identical images; for `DistinctBatchSampler`),
+    `load_emoji`), `duplicate_groups` (equal ids = some artist's drawings are byte-identical; for
+    `DistinctBatchSampler`),
     `captions(epoch)`, `epoch_images(epoch)`, and per artist `artist_images` (A, N, S, S, 3) and `drawn` (A, N).
 
         >>> test = EmojiDataset("test", lang="ko", image_size=32, captions="eval")
@@ -288,13 +289,29 @@ class EmojiDataset(Dataset):
         self.artists = tuple(artists)
         self.artist_images = torch.stack([images[keep] for images, _ in drawings])  # (A, N, S, S, 3) uint8
         self.drawn = drawn[:, keep]  # (A, N): which artist draws which item
-        self.duplicate_groups = [r["index"] if r["duplicate_group"] is None else r["duplicate_group"]
-                                 for r in self.records]
+        self.duplicate_groups = self._identical_drawings()
         self.epoch = 0
         self._artist_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def _identical_drawings(self) -> list[int]:
+        """A group id per item; items share one if some artist draws them pixel for pixel alike (Noto: the flags of
+        Norway and Svalbard; OpenMoji: "farmer" and "man farmer"), directly or through a chain of such pairs."""
+        group = list(range(len(self)))
+
+        def root(i: int) -> int:
+            while group[i] != i:
+                i = group[i]
+            return i
+
+        for images, drawn in zip(self.artist_images, self.drawn):
+            first: dict[bytes, int] = {}
+            for i in drawn.nonzero().flatten().tolist():
+                j = first.setdefault(images[i].numpy().tobytes(), i)
+                group[root(i)] = root(j)
+        return [self.records[root(i)]["index"] for i in range(len(self))]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         return self.artist_images[self.artist_of()[i], i], self.caption(i)

@@ -595,3 +595,63 @@ def test_gallery_draws_korean_without_missing_glyphs():
 def test_docstring_examples():
     result = doctest.testmod(data, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 5 and result.failed == 0
+
+
+# --------------------------------------------------------------------------------------------- several artists
+def test_several_artists_show_one_drawing_per_emoji_and_epoch(shipped):
+    records, noto = shipped
+    mixed = EmojiDataset("train", image_size=16, artists=("noto", "fluent"), seed=1)
+    rows = [r["index"] for r in mixed.records]
+    assert rows == [r["index"] for r in records if r["split"] == "train"]  # Noto draws every emoji
+    noto, (fluent, drawn) = resize_images(noto, 16)[rows], load_artist("fluent", 16)
+    fluent, drawn = fluent[rows], drawn[rows]
+    assert mixed.artist_images.shape == (2, len(rows), 16, 16, 3) and torch.equal(mixed.drawn[1], drawn)
+    for epoch in (0, 1):
+        chosen = mixed.artist_of(epoch)  # (N,): 0 = noto, 1 = fluent
+        expected = torch.where((chosen == 0)[:, None, None, None], noto, fluent)
+        assert torch.equal(mixed.epoch_images(epoch), expected)
+        assert drawn[chosen == 1].all()  # Fluent's drawing only where Fluent draws the emoji
+        assert 0.4 < (chosen[drawn] == 1).float().mean() < 0.6  # otherwise a fair pick between the two
+        other_view = mixed.artist_of(epoch, view=1)
+        assert (other_view[drawn] != chosen[drawn]).all() and (other_view[~drawn] == 0).all()
+    assert (mixed.artist_of(0) != mixed.artist_of(1)).any()
+    again = EmojiDataset("train", image_size=16, artists=("noto", "fluent"), seed=1)
+    assert torch.equal(again.artist_of(1), mixed.artist_of(1))  # seeded by (seed, epoch, emoji)
+    mixed.set_epoch(1)
+    image, caption = mixed[7]
+    assert torch.equal(image, mixed.images[7]) and torch.equal(mixed.images, mixed.epoch_images(1))
+    assert caption == mixed.caption(7, 1)
+
+
+def test_artists_leave_out_the_emoji_none_of_them_draws():
+    fluent_only = EmojiDataset("all", image_size=8, artists=("fluent",))
+    images, drawn = load_artist("fluent", 8)
+    assert len(fluent_only) == int(drawn.sum()) < 3655
+    assert torch.equal(fluent_only.images, images[drawn])
+
+
+def test_a_batch_never_holds_two_drawings_of_one_caption():
+    mixed = EmojiDataset("train", image_size=8, artists=("noto", "openmoji", "emojione"))
+    sampler = DistinctBatchSampler(mixed.captions, 128, groups=mixed.duplicate_groups, drop_last=True)
+    for epoch in (0, 3):
+        for batch in sampler.batches(epoch):
+            names = [mixed.records[i]["name_en"] for i in batch]
+            assert len(set(names)) == len(names)  # one item per emoji, and an item is one drawing
+        assert sum(map(len, sampler.batches(epoch))) > len(mixed) - 128  # every emoji, once
+
+
+def test_emoji_some_artist_draws_alike_share_a_duplicate_group(shipped):
+    records, _ = shipped
+    noto_only = EmojiDataset("all", image_size=64, captions="eval")
+    expected = [r["index"] if r["duplicate_group"] is None else r["duplicate_group"] for r in records]
+    assert noto_only.duplicate_groups == expected  # Noto's own copies, as captions.jsonl records them
+    mixed = EmojiDataset("all", image_size=64, captions="eval", artists=("noto", "openmoji"))
+    group = dict(zip((r["name_en"] for r in mixed.records), mixed.duplicate_groups))
+    assert group["farmer"] == group["man farmer"] != group["woman farmer"]  # OpenMoji draws the first two alike
+    assert group["flag: Norway"] == group["flag: Svalbard & Jan Mayen"]  # Noto's pairs stay together
+
+
+@pytest.mark.parametrize("artists", ["noto", (), ("noto", "noto"), ("twemoji",)])
+def test_dataset_rejects_bad_artists(artists):
+    with pytest.raises(ValueError, match="artists must be a non-empty list of distinct names from"):
+        EmojiDataset(artists=artists)

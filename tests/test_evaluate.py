@@ -412,5 +412,6 @@ def test_unseen_artist_report_on_a_made_up_set(monkeypatch):
     twin = report["twin_in_noto"]
     assert twin["queries"] == 5 and twin["R@1"] == 1.0 and twin["R@1_chance"] == pytest.approx(1 / 5)
 
-    blind = ColourConcepts(torch.ones(6, 3))  # every name the same features: ties count against the model
+    blind = ColourConcepts(colours)
+    blind.encode_image = lambda images: torch.ones(len(images), 3)  # every drawing alike: ties count against it
     assert unseen_artist_report(blind, tokenizer, "pen", "en", image_size=2)["training_captions"]["R@1"] == 0.0

@@ -12,7 +12,7 @@ from minclip.tokenizer import BPETokenizer
 from minclip.loss import SIGLIP_INIT_BIAS
 from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, build_model, load, make_autocast, make_optimizer,
                            model_from_checkpoint, parameter_groups, read_checkpoint, save_checkpoint, train, train_step,
-                           trained_with, warmup_cosine)
+                           trained_with, unseen_artists, warmup_cosine)
 
 NANO = dict(preset="nano", batch_size=16, epochs=1, eval_every=0, vocab_size=600, augment=True)
 
@@ -184,6 +184,19 @@ def test_review_switches_fix_the_temperature_and_freeze_the_image_backbone():
     assert result.model.logit_scale.item() == 0.0 and set(result.history["temperature"]) == {1.0}
     trained = {n for n, p in result.model.named_parameters() if p.requires_grad}
     assert "visual.proj" in trained and not any(n.startswith("visual.") and n != "visual.proj" for n in trained)
+
+
+def test_a_run_on_several_artists_reports_the_others_as_unseen(tmp_path):
+    config = TrainConfig(**NANO, max_steps=2, artists=("noto", "openmoji"))
+    report = train(config, out=tmp_path, progress=False).report
+    assert set(report["unseen_artists"]) == {"fluent", "fluent_color", "emojione"}
+    fluent = report["unseen_artists"]["fluent"]
+    assert fluent["training_captions"]["R@1_chance"] == pytest.approx(1 / fluent["candidate_images"])
+    assert unseen_artists(TrainConfig(data="shapes")) == ()
+    with pytest.raises(ValueError, match="artists are drawings of the emoji set"):
+        TrainConfig(data="shapes", artists=("openmoji",))
+    with pytest.raises(ValueError, match="artists must be distinct names from"):
+        TrainConfig(artists=("noto", "twemoji"))
 
 
 def test_bad_training_options():
