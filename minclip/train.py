@@ -698,6 +698,16 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
 
     image_size = CLIPConfig.preset(config.preset, **config.model).image_size
     train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed)
+    families = [record["family"] for record in train_set.records] if config.family_batches and config.data == "emoji" \
+        else None
+    sampler = DistinctBatchSampler(lambda epoch: epoch_captions(train_set, epoch), config.batch_size,
+                                   groups=getattr(train_set, "duplicate_groups", None), drop_last=True,
+                                   seed=config.seed, families=families)
+    steps_per_epoch = len(sampler.batches(0))
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size={config.batch_size} leaves no full batch of distinct pairs in the "
+                         f"{len(train_set.images)} training pairs of {config.data!r}, so no step would run; "
+                         f"use a smaller batch size")
     if resumed is not None:
         model, tokenizer = model_from_checkpoint(resumed)
     else:
@@ -709,16 +719,6 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
     if processes.world_size > 1:  # DDP copies rank 0's weights to all (equal anyway) and averages gradients
         towers = DistributedDataParallel(towers, device_ids=[device.index] if device.type == "cuda" else None)
 
-    families = [record["family"] for record in train_set.records] if config.family_batches and config.data == "emoji" \
-        else None
-    sampler = DistinctBatchSampler(lambda epoch: epoch_captions(train_set, epoch), config.batch_size,
-                                   groups=getattr(train_set, "duplicate_groups", None), drop_last=True,
-                                   seed=config.seed, families=families)
-    steps_per_epoch = len(sampler.batches(0))
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size={config.batch_size} leaves no full batch of distinct pairs in the "
-                         f"{len(train_set.images)} training pairs of {config.data!r}, so no step would run; "
-                         f"use a smaller batch size (at most about {len(train_set.images) // 2})")
     total_steps = total_steps_of(config, steps_per_epoch)
     schedule = warmup_cosine(total_steps, max(1, round(config.warmup_fraction * total_steps)))
     optimizer = make_optimizer(model, config)
