@@ -280,7 +280,7 @@ def _warn_if_openai_heads_differ(config: CLIPConfig) -> None:
              for tower in ("vision", "text")
              if getattr(config, f"{tower}_heads") != getattr(config, f"{tower}_width") // 64]
     if wrong:
-        warnings.warn(f"this model has {' and '.join(wrong)}: OpenAI's clip.load would build another model from "
+        warnings.warn(f"this model has {' and '.join(wrong)}: OpenAI's clip.load would not rebuild this model from "
                       "these weights. Load the file with minclip instead: load_openai_checkpoint(path, "
                       f"vision_heads={config.vision_heads}, text_heads={config.text_heads})", stacklevel=3)
 
