@@ -16,8 +16,10 @@ The loss is CLIP's InfoNCE (`loss="clip"`) or SigLIP's pairwise sigmoid (`loss="
 adds a learned bias to the model, started as the paper does at b = -10 with the scale at exp(t') = 10.
 
 Checkpoints hold everything needed to resume or to use the model (weights, configs, tokenizer merges, optimiser,
-scheduler, step, RNG state, history); they are written atomically and read with `torch.load(weights_only=True)`,
-which never runs code from the file. `load(path)` returns `(model, preprocess, tokenizer)`, like `clip.load`.
+scheduler, step, RNG state, history) and a SHA-256 of all of it; they are written atomically after every epoch (and
+every `save_every_minutes`, and when Ctrl-C or SIGTERM stops a run between two steps), and read with
+`torch.load(weights_only=True)`, which never runs code from the file, then checked against their SHA-256.
+`load(path)` returns `(model, preprocess, tokenizer)`, like `clip.load`.
 
 Several processes (`torchrun --nproc_per_node=N -m minclip train`) train one model together, on N GPUs (NCCL) or N
 CPU processes (gloo): each encodes its slice of every global batch, the loss gathers all features and is that of the
@@ -612,10 +614,12 @@ class StopSignals:
         self._restore()
 
 
-def any_process(flag: bool) -> bool:
-    """Whether `flag` is true in any process (its own value when alone): every process stops at the same step."""
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true in any process (its own value when alone): every process stops at the same step.
+
+    `device` is this process's: NCCL exchanges only tensors on the GPU."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        value = torch.tensor([float(flag)])
+        value = torch.tensor([float(flag)], device=device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
     return flag
@@ -763,7 +767,7 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
             for batch in batches[position:]:
                 if step >= end:
                     break
-                if any_process(stop.received is not None):  # Ctrl-C or SIGTERM: save and stop between two steps
+                if any_process(stop.received is not None, device):  # Ctrl-C or SIGTERM: save, stop between steps
                     bar.close()
                     save()
                     processes.barrier()
