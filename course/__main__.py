@@ -5,17 +5,22 @@
     python -m course check attention --file my.py      grade another file
     python -m course check all --dir submissions/ana   grade every exercise in a folder (an instructor's loop)
 
-Exit status: 0 when every check passed, 1 when a check failed (or a file is missing or does not run), 2 for a
-wrong command line. See course/README.md.
+Exit status: 0 when every check passed, 1 when a check failed (or a file is missing, does not run, hangs, or ends
+the process that grades it), 2 for a wrong command line. Each file is graded in a child process (see
+course/checks/isolate.py), so nothing a file does can stop the grader or fake its verdict. See course/README.md.
 """
 
 import argparse
+import math
 import sys
 import textwrap
 from pathlib import Path
 
-from .checks import CHECK_TIME_LIMIT_S, EXERCISES, LoadError, grade, load_file
+from .checks import CHECK_TIME_LIMIT_S, EXERCISES
 from .checks.base import Exercise, Result
+from .checks.isolate import OUTPUT_LINES, grade_file
+
+MAX_TIME_LIMIT_S = 600  # a check's inputs are tiny: more than ten minutes is a typo
 
 EXERCISES_DIR = Path(__file__).resolve().parent / "exercises"
 WIDTH = 110
@@ -43,6 +48,10 @@ def main(argv=None) -> int:
         parser.error(f"unknown exercise {', '.join(map(repr, unknown))}; choose from {', '.join(EXERCISES)} or all")
     if args.file is not None and (len(names) != 1 or args.dir is not None):
         parser.error("--file grades one file: give exactly one exercise NAME and no --dir")
+    if not (math.isfinite(args.time_limit) and 0 < args.time_limit <= MAX_TIME_LIMIT_S):
+        parser.error(f"--time-limit must be a number of seconds in (0, {MAX_TIME_LIMIT_S}], got {args.time_limit:g}")
+    if args.dir is not None and not args.dir.is_dir():
+        parser.error(f"--dir {args.dir} is not a folder")
 
     totals = []
     for name in names:
@@ -67,18 +76,16 @@ def check_one(exercise: Exercise, path: Path, time_limit: float) -> tuple[int, i
     print(f"{exercise.name}: {exercise.title}")
     print(f"  grading {_shown(path)}   (lesson notebooks/{exercise.lesson}.ipynb, reference {exercise.reference})")
     total = len(exercise.checks)
-    try:
-        learner = load_file(path, f"course_learner_{exercise.name}")
-    except LoadError as error:
-        _print_wrapped(f"FAIL  {error}", "  ", "        ")
+    report = grade_file(exercise, path, time_limit)
+    _print_output(report.output)
+    if report.load_error is not None:
+        _print_wrapped(f"FAIL  {report.load_error}", "  ", "        ")
         print(f"{exercise.name}: 0 of {total} checks passed (the file could not be graded)\n")
         return 0, total
-    for name in exercise.functions:
-        origin = getattr(getattr(learner, name, None), "__module__", None) or ""
-        if origin.split(".")[0] == "minclip":
-            print(f"  note: `{name}` is imported from {origin}, so this grades minclip's code, not yours")
+    for note in report.notes:
+        print(f"  note: {note}")
     print()
-    results = grade(exercise, learner, time_limit)
+    results = report.results
     for result in results:
         _print_result(result)
     passed = sum(result.passed for result in results)
@@ -97,6 +104,18 @@ def _print_result(result: Result) -> None:
         _print_wrapped(result.message, "        ", "          ")
         if result.hint:
             _print_wrapped(f"hint: {result.hint}", "        ", "              ")
+
+
+def _print_output(output: str) -> None:
+    """What the learner's file printed, shown apart: indented behind `|`, never mistaken for the grader's verdicts."""
+    lines = output.rstrip().splitlines()
+    if not lines:
+        return
+    print("  your file printed (its output, not the grader's):")
+    for line in lines[:OUTPUT_LINES]:
+        print(f"  | {line}")
+    if len(lines) > OUTPUT_LINES:
+        print(f"  | ... and {len(lines) - OUTPUT_LINES} more lines")
 
 
 def _print_wrapped(text: str, first: str, rest: str) -> None:

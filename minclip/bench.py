@@ -62,6 +62,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -374,7 +375,10 @@ def openai_twin(model: CLIP, reference) -> nn.Module:
         twin.visual = reference.VisionTransformer(input_resolution=c.image_size, patch_size=c.patch_size,
                                                   width=c.vision_width, layers=c.vision_layers,
                                                   heads=c.vision_heads, output_dim=c.embed_dim)
-    twin.load_state_dict(model.to_openai_state_dict())
+    with warnings.catch_warnings():  # the heads warning is about OpenAI's loader; the twin is built with ours
+        warnings.simplefilter("ignore", UserWarning)
+        state_dict = model.to_openai_state_dict()
+    twin.load_state_dict(state_dict)
     return twin.float().train()
 
 

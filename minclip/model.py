@@ -261,10 +261,28 @@ class CLIP(nn.Module):
 
         A SigLIP model's bias is exported as ``logit_bias``, the name open_clip's SigLIP models use; OpenAI's CLIP has
         no such weight, so drop that key before loading the dict into OpenAI's code.
+
+        The numbers of heads are not stored: OpenAI's ``build_model`` takes them to be ``width // 64``. When this
+        model's are not, OpenAI's loader would silently build another model from the same weights, so this warns;
+        load such a file with minclip, giving the heads: ``load_openai_checkpoint(path, vision_heads=...,
+        text_heads=...)`` (or ``CLIP.from_openai_state_dict(state_dict, vision_heads=..., text_heads=...)``).
         """
         if self.config.image_encoder != "vit":
             raise ValueError("only ViT models have an OpenAI layout; this model's image_encoder is 'resnet'")
+        _warn_if_openai_heads_differ(self.config)
         return {key.removeprefix("text."): value.detach().clone() for key, value in self.state_dict().items()}
+
+
+def _warn_if_openai_heads_differ(config: CLIPConfig) -> None:
+    """Warn when OpenAI's loader, which derives each tower's heads as width // 64, would not rebuild `config`."""
+    wrong = [f"{tower} {getattr(config, tower + '_heads')} heads (OpenAI's loader assumes {tower}_width "
+             f"{getattr(config, tower + '_width')} // 64 = {getattr(config, tower + '_width') // 64})"
+             for tower in ("vision", "text")
+             if getattr(config, f"{tower}_heads") != getattr(config, f"{tower}_width") // 64]
+    if wrong:
+        warnings.warn(f"this model has {' and '.join(wrong)}: OpenAI's clip.load would not rebuild this model from "
+                      "these weights. Load the file with minclip instead: load_openai_checkpoint(path, "
+                      f"vision_heads={config.vision_heads}, text_heads={config.text_heads})", stacklevel=3)
 
 
 _OPENAI_INT_ENTRIES = ("input_resolution", "context_length", "vocab_size")
@@ -329,10 +347,21 @@ def load_openai_checkpoint(path, vision_heads: int | None = None, text_heads: in
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): the download or copy did not finish; fetch the file again")
     try:  # OpenAI released TorchScript archives: the weights are the scripted module's state dict
         with warnings.catch_warnings():  # recent torch deprecates TorchScript; OpenAI's files still are TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)
             state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:  # not TorchScript: a plain saved state dict (tensors only, so weights_only is safe)
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated zip, pickle errors, code in the pickle: none of it is loadable
+            lines = str(error).strip().splitlines()
+            reason = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+            raise ValueError(f"{path} is neither a TorchScript archive (OpenAI's releases) nor a saved state dict "
+                             f"of tensors: truncated, damaged or another kind of file ({reason})") from None
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict (a mapping of names to "
+                         "tensors)")
     return CLIP.from_openai_state_dict(state_dict, vision_heads, text_heads, **overrides)

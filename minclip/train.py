@@ -16,8 +16,10 @@ The loss is CLIP's InfoNCE (`loss="clip"`) or SigLIP's pairwise sigmoid (`loss="
 adds a learned bias to the model, started as the paper does at b = -10 with the scale at exp(t') = 10.
 
 Checkpoints hold everything needed to resume or to use the model (weights, configs, tokenizer merges, optimiser,
-scheduler, step, RNG state, history); they are written atomically and read with `torch.load(weights_only=True)`,
-which never runs code from the file. `load(path)` returns `(model, preprocess, tokenizer)`, like `clip.load`.
+scheduler, step, RNG state, history) and a SHA-256 of all of it; they are written atomically after every epoch (and
+every `save_every_minutes`, and when Ctrl-C or SIGTERM stops a run between two steps), and read with
+`torch.load(weights_only=True)`, which never runs code from the file, then checked against their SHA-256.
+`load(path)` returns `(model, preprocess, tokenizer)`, like `clip.load`.
 
 Several processes (`torchrun --nproc_per_node=N -m minclip train`) train one model together, on N GPUs (NCCL) or N
 CPU processes (gloo): each encodes its slice of every global batch, the loss gathers all features and is that of the
@@ -32,10 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import random
+import signal
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +90,7 @@ class TrainConfig:
     seed: int = 0  # seeds the model's initialisation, the batches, the captions and the augmentation
     eval_every: int = 5  # evaluate on the validation split every this many epochs (0: only at the end)
     max_steps: int | None = None  # stop after this many steps (for tests and quick looks); None: all epochs
+    save_every_minutes: float = 10.0  # with an out folder: a checkpoint after every epoch, or sooner after this long
     device: str = "auto"  # "auto" picks CUDA, then MPS, then the CPU
     precision: str = "auto"  # forward pass: "auto" = bf16 autocast on CUDA, fp32 elsewhere; "fp32"; "bf16" anywhere
     # --- the review's recipe, as switches, to measure what it costs ---
@@ -103,12 +110,27 @@ class TrainConfig:
             raise ValueError(f"artists are drawings of the emoji set; data={self.data!r} has its own images")
         for name in ("epochs", "batch_size", "vocab_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2: a contrastive loss needs negatives in the batch")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
+            raise ValueError(f"max_steps must be a positive int (or None for all epochs), got {self.max_steps!r}: "
+                             "a run needs at least one optimizer step")
+        if not _is_int(self.eval_every) or self.eval_every < 0:
+            raise ValueError(f"eval_every must be an int >= 0 (0: evaluate only at the end), got {self.eval_every!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an int in [0, 2**32), got {self.seed!r}")
+        _check_range("lr", self.lr, 0, 1, "AdamW moves every weight by about lr per step, so above 1 the first step "
+                     "overwrites the weights (CLIP: 5e-4; the tiny recipe: 1e-3)")
+        _check_range("weight_decay", self.weight_decay, 0, math.inf, "0 turns it off", low_open=False)
+        _check_range("warmup_fraction", self.warmup_fraction, 0, 1, "a share of the steps", low_open=False)
+        _check_range("grad_clip", self.grad_clip, 0, math.inf, "the largest gradient norm")
+        _check_range("save_every_minutes", self.save_every_minutes, 0, math.inf,
+                     "a checkpoint is written at the end of every epoch anyway")
+        if self.fixed_logit_scale is not None:
+            _check_range("fixed_logit_scale", self.fixed_logit_scale, 0, math.exp(MAX_LOGIT_SCALE),
+                         "it is the inverse temperature 1/T, and CLIP clamps it at 100 (T >= 0.01)")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.precision not in PRECISIONS:
@@ -120,6 +142,19 @@ class TrainConfig:
         if self.loss == "siglip" and "init_logit_bias" in self.model and bias is None:
             raise ValueError("loss='siglip' learns a bias: model init_logit_bias must be a number "
                              f"(SigLIP starts at {SIGLIP_INIT_BIAS}), not None")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_range(name: str, value, low: float, high: float, why: str, low_open: bool = True) -> None:
+    """Raise ValueError unless `value` is a finite number in (low, high] (or [low, high] when not `low_open`)."""
+    above_low = value > low if low_open else value >= low
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not above_low or value > high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]".replace("inf]", "inf)")
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r} ({why})")
 
 
 # ------------------------------------------------------------------------------------------------------- set-up
@@ -303,9 +338,9 @@ def epoch_images(dataset, epoch: int) -> torch.Tensor:
     return dataset.epoch_images(epoch) if hasattr(dataset, "epoch_images") else dataset.images
 
 
-def unseen_artists(config: "TrainConfig") -> tuple[str, ...]:
-    """The shipped artists a run did not train on, whose drawings its report tests (none for shapes)."""
-    return tuple(artist for artist in ARTISTS if artist not in config.artists) if config.data == "emoji" else ()
+def unseen_artists(data: str, artists) -> tuple[str, ...]:
+    """The shipped artists a run on `data` with `artists` did not train on, tested by its report (none for shapes)."""
+    return tuple(artist for artist in ARTISTS if artist not in artists) if data == "emoji" else ()
 
 
 def tokenizer_corpus(dataset, epochs: int = 4) -> list[str]:
@@ -318,36 +353,87 @@ def tokenizer_corpus(dataset, epochs: int = 4) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write `state` atomically: to a temporary file beside `path`, then rename it over `path`.
+    """Write `state` atomically, with the SHA-256 of its contents: to a temporary file beside `path`, then rename it
+    over `path`.
 
-    A crash mid-write (or a full disk) leaves the previous checkpoint intact instead of a truncated file.
+    A crash mid-write (or a full disk) leaves the previous checkpoint intact instead of a truncated file; the stored
+    `sha256` (see `checkpoint_digest`) lets `read_checkpoint` tell a file damaged later from a good one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(state, temporary)
+        torch.save({**state, "sha256": checkpoint_digest(state)}, temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
 
 
+def checkpoint_digest(state: dict) -> str:
+    """SHA-256 (hex) of everything in `state` but its own "sha256" entry, in a fixed order.
+
+    Dict entries are fed in the order of their keys' repr, list items in order; a tensor feeds its dtype, shape and
+    raw bytes, any other value its repr. So one flipped bit in a weight, an optimizer moment or a number of the
+    history changes the digest, while writing and reading the same state gives the same one.
+    """
+    digest = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous()
+            digest.update(f"tensor {value.dtype} {tuple(value.shape)};".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy())  # the bytes, whatever the dtype
+        elif isinstance(value, dict):
+            digest.update(f"dict {len(value)};".encode())
+            for key in sorted(value, key=repr):
+                digest.update(f"{key!r}:".encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"{type(value).__name__} {len(value)};".encode())
+            for item in value:
+                feed(item)
+        else:  # numbers, strings, booleans, None
+            digest.update(f"{value!r};".encode())
+
+    feed({key: value for key, value in state.items() if key != "sha256"})
+    return digest.hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    """`"EOFError"` or `"RuntimeError: first line of the message"`: an exception in a few words."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """Read a minclip checkpoint safely (`weights_only=True`), with a clear error for anything else."""
+    """Read a minclip checkpoint safely (`weights_only=True`) and check its SHA-256; a clear error for anything else.
+
+    Raises FileNotFoundError (no file) or ValueError (an empty, truncated or damaged file, a foreign file, another
+    checkpoint version). A checkpoint from before the digest existed loads with a warning that it cannot be checked.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m minclip train --out DIR`")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): the run that wrote it, or the copy, did not finish; "
+                         "use another copy or train again")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors, zip errors, unsafe globals: all mean "not our file"
-        raise ValueError(f"{path} is not a readable minclip checkpoint ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0][:200]})") from None
+    except Exception as error:  # pickle errors, zip errors, unsafe globals: all mean "not our file", or a damaged one
+        raise ValueError(f"{path} is not a readable minclip checkpoint: truncated, damaged or another kind of file "
+                         f"({_first_line(error)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a minclip checkpoint (no '{CHECKPOINT_FORMAT}' marker); "
                          "for OpenAI's weights use minclip.load_openai_checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path} has checkpoint version {state.get('version')}, this minclip reads "
                          f"version {CHECKPOINT_VERSION}")
+    if "sha256" not in state:
+        warnings.warn(f"{path} holds no SHA-256 (written by an older minclip), so it cannot be checked for damage; "
+                      "it is used as it is", stacklevel=2)
+    elif state["sha256"] != checkpoint_digest(state):
+        raise ValueError(f"{path} is damaged: its contents no longer match the SHA-256 stored when it was written "
+                         "(a partial copy or a failing disk?); use another copy of it or train again")
     return state
 
 
@@ -499,13 +585,84 @@ def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimize
     return global_mean(value)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a run between two steps, after writing its checkpoint.
+
+    A KeyboardInterrupt, so code that stops on Ctrl-C still does; `step` is the number of steps done, `checkpoint`
+    the file that resumes the run (None without an out folder), `signal_number` the signal that asked to stop.
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None, signal_number: int):
+        saved = f"checkpoint written to {checkpoint}" if checkpoint is not None else "nothing saved (no out folder)"
+        super().__init__(f"{signal.Signals(signal_number).name} at step {step}: {saved}")
+        self.step, self.checkpoint, self.signal_number = step, checkpoint, signal_number
+
+
+class StopSignals:
+    """While active, Ctrl-C (SIGINT) and SIGTERM only *ask* the run to stop; the loop stops between two steps.
+
+    An interrupt in the middle of a step could leave the weights updated and the step count not (or a checkpoint
+    half-assembled); deferring it to the step boundary is what makes the checkpoint written on the way out exact. A
+    second Ctrl-C while one is pending stops at once (the default behaviour). Only the main thread can own signal
+    handlers: elsewhere (a notebook's worker thread, say) this does nothing and signals behave as usual.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None  # the first signal that asked to stop
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # asked twice: stop now
+            self._restore()
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true in any process (its own value when alone): every process stops at the same step.
+
+    `device` is this process's: NCCL exchanges only tensors on the GPU."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+    return flag
+
+
 def train(config: TrainConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True,
           stop_after: int | None = None) -> TrainResult:
-    """Train a CLIP as `config` says; write `out/checkpoint.pt` after every evaluation and at the end.
+    """Train a CLIP as `config` says, writing `out/checkpoint.pt` after every epoch (or sooner, see below).
 
-    With `resume=True`, continue from `out/checkpoint.pt` (same config required) and replay the same run.
-    `stop_after` interrupts the run after that many steps (as a crash or Ctrl-C would, but leaving a checkpoint):
-    resuming it later gives exactly the losses of an uninterrupted run.
+    The checkpoint is written at the end of every epoch, within an epoch whenever `config.save_every_minutes` have
+    passed since the last one, at the end of the run, and when Ctrl-C or SIGTERM stops the run between two steps
+    (which then raises `TrainingInterrupted`). Every write is atomic and carries the SHA-256 of its contents, so a
+    crash loses at most the steps since the last write, and never the previous checkpoint.
+
+    With `resume=True`, continue from `out/checkpoint.pt`: with the same config it replays exactly the run that was
+    interrupted; a finished run returns at once. A config that differs only in `epochs`, `max_steps` or `eval_every`
+    continues the run: with more steps than before, the schedule is recomputed for the new total, so from the step
+    reached the learning rate follows the warm-up + cosine of the longer run (for a finished run it jumps from zero
+    back up to that curve, then decays to zero again at the new end). Any other difference is refused with an error
+    that names it. `stop_after` interrupts the run after that many steps (as a crash or Ctrl-C would, but leaving a
+    checkpoint): resuming it later gives exactly the losses of an uninterrupted run.
+
+    Before any training, `out` must be a folder this process can write, and the data must yield at least one step;
+    a run whose loss or temperature stops being finite stops with an error (the last checkpoint stays as it was).
 
     Started by torchrun (or inside an initialised process group), all processes train the one model together (see
     `start_processes`, `Processes.shard` and `train_step`): the same run as one process, computed in parallel. Rank 0
@@ -519,6 +676,31 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
             dist.destroy_process_group()
 
 
+def check_output_folder(folder: str | Path) -> Path:
+    """Make sure `folder` exists (creating it) and this process can write files in it; ValueError otherwise.
+
+    Called before a run trains, so that a bad output folder costs seconds, not the whole run.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"the output folder {folder} is a file; choose a folder (or a path that does not exist yet)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".minclip-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"cannot write in the output folder {folder} ({error.strerror or _first_line(error)}); "
+                         "choose a folder you can write to") from None
+    return folder
+
+
+def total_steps_of(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The optimizer steps of a run: all epochs, or `max_steps` if fewer."""
+    total = steps_per_epoch * config.epochs
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
 def _train(config: TrainConfig, processes: Processes, out, resume: bool, progress: bool,
            stop_after: int | None) -> TrainResult:
     start_time = time.perf_counter()
@@ -527,16 +709,28 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
     if config.batch_size % processes.world_size:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {processes.world_size} processes, "
                          "which take equal shares of every batch")
+    if stop_after is not None and (not _is_int(stop_after) or stop_after < 0):
+        raise ValueError(f"stop_after must be an int >= 0 (or None), got {stop_after!r}")
     out = Path(out) if out is not None else None
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
+    if out is not None and processes.is_main:
+        check_output_folder(out)
     resumed = read_checkpoint(checkpoint_path) if resume else None
-    if resume and not _same_options(resumed, config):
-        raise ValueError("the checkpoint was trained with other options or another model "
-                         f"({resumed['train_config']}, {resumed['model_config']}); resume with the same options "
-                         "or use another --out folder")
+    if resumed is not None:
+        _check_resumable(resumed, config, checkpoint_path)
 
     image_size = CLIPConfig.preset(config.preset, **config.model).image_size
     train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed, artists=config.artists)
+    families = [record["family"] for record in train_set.records] if config.family_batches and config.data == "emoji" \
+        else None
+    sampler = DistinctBatchSampler(lambda epoch: epoch_captions(train_set, epoch), config.batch_size,
+                                   groups=getattr(train_set, "duplicate_groups", None), drop_last=True,
+                                   seed=config.seed, families=families)
+    steps_per_epoch = len(sampler.batches(0))
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size={config.batch_size} leaves no full batch of distinct pairs in the "
+                         f"{len(train_set.images)} training pairs of {config.data!r}, so no step would run; "
+                         f"use a smaller batch size")
     if resumed is not None:
         model, tokenizer = model_from_checkpoint(resumed)
     else:
@@ -548,18 +742,10 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
     if processes.world_size > 1:  # DDP copies rank 0's weights to all (equal anyway) and averages gradients
         towers = DistributedDataParallel(towers, device_ids=[device.index] if device.type == "cuda" else None)
 
-    families = [record["family"] for record in train_set.records] if config.family_batches and config.data == "emoji" \
-        else None
-    sampler = DistinctBatchSampler(lambda epoch: epoch_captions(train_set, epoch), config.batch_size,
-                                   groups=getattr(train_set, "duplicate_groups", None), drop_last=True,
-                                   seed=config.seed, families=families)
-    steps_per_epoch = len(sampler.batches(0))
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
+    total_steps = total_steps_of(config, steps_per_epoch)
+    schedule = warmup_cosine(total_steps, max(1, round(config.warmup_fraction * total_steps)))
     optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, max(1, round(config.warmup_fraction * total_steps))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     history = {"step": [], "loss": [], "temperature": [], "lr": [], "val": []}
     if model.logit_bias is not None:
         history["bias"] = []
@@ -569,63 +755,102 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
         scheduler.load_state_dict(resumed["scheduler"])
         history, step = resumed["history"], resumed["step"]
         _set_rng_state(resumed["rng"])
+        if step > total_steps:
+            raise ValueError(f"{checkpoint_path} is at step {step}, past the {total_steps} steps of this run; "
+                             "to continue it, give at least its epochs and max_steps")
+        stored = TrainConfig(**{**_DEFAULTS, **resumed["train_config"]})
+        if total_steps_of(stored, steps_per_epoch) != total_steps:  # a longer run: its schedule from this step on
+            for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base_lr * schedule(step)
+
+    saved_step = step if resumed is not None else None  # the step of the checkpoint on disk
+
+    def save() -> None:
+        nonlocal saved_step
+        if processes.is_main and checkpoint_path is not None and saved_step != step:
+            save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
+        saved_step = step
 
     autocast = make_autocast(config.precision, device)
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and processes.is_main), desc="train",
                unit="step")
     end = total_steps if stop_after is None else min(total_steps, stop_after)
-    while step < end:
-        epoch, position = divmod(step, steps_per_epoch)
-        captions = epoch_captions(train_set, epoch)
-        tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
-        images_all = epoch_images(train_set, epoch)  # (N, S, S, 3) uint8: this epoch's drawings
-        batches = sampler.batches(epoch)
-        model.train()
-        for batch in batches[position:]:
-            if step >= end:
-                break
-            tick = time.perf_counter()
-            index = torch.tensor(batch)
-            images = images_all[index]  # (B, S, S, 3) uint8
-            if config.augment:  # the whole global batch, in every process: the shifts and flips of a single process
-                generator = step_generator(config.seed, step)
-                images = augment(images, [captions[i] for i in batch], generator=generator)
-            tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T): same result, less work
-            mine = processes.shard(len(batch))  # this process's rows (all of them when alone)
-            images, tokens = to_model_input(images[mine]).to(device), tokens[mine].to(device)  # (n, 3, S, S), (n, T')
-            loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast, config.loss, towers)
-            scheduler.step()
-            step += 1
-            temperature = math.exp(-model.logit_scale.item())
-            for key, value in (("step", step), ("loss", loss), ("temperature", temperature),
-                               ("lr", scheduler.get_last_lr()[0])):
-                history[key].append(value)
-            if "bias" in history:
-                history["bias"].append(model.logit_bias.item())
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", T=f"{temperature:.4f}",
-                            pairs_s=f"{len(batch) / (time.perf_counter() - tick):.0f}")
-            bar.update(1)
-        end_of_epoch = step % steps_per_epoch == 0 or step >= total_steps
-        finished_epochs = math.ceil(step / steps_per_epoch)
-        if end_of_epoch and (step >= total_steps or (config.eval_every and finished_epochs % config.eval_every == 0)):
-            if processes.is_main:  # one process evaluates and writes; every process holds the same model
-                metrics = validation_metrics(model, tokenizer, config, image_size)
-                history["val"].append({"step": step, **metrics})
-                bar.write(f"epoch {finished_epochs}: val " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-                if checkpoint_path is not None:
-                    save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step,
-                                                            history))
+    saved_at = time.monotonic()
+    with StopSignals() as stop:
+        while step < end:
+            epoch, position = divmod(step, steps_per_epoch)
+            captions = epoch_captions(train_set, epoch)
+            tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
+            images_all = epoch_images(train_set, epoch)  # (N, S, S, 3) uint8: this epoch's drawings
+            batches = sampler.batches(epoch)
+            model.train()
+            for batch in batches[position:]:
+                if step >= end:
+                    break
+                if any_process(stop.received is not None, device):  # Ctrl-C or SIGTERM: save, stop between steps
+                    bar.close()
+                    save()
+                    processes.barrier()
+                    raise TrainingInterrupted(step, checkpoint_path, stop.received or signal.SIGTERM)
+                tick = time.perf_counter()
+                index = torch.tensor(batch)
+                images = images_all[index]  # (B, S, S, 3) uint8
+                if config.augment:  # the whole global batch, in every process: the shifts and flips of one process
+                    generator = step_generator(config.seed, step)
+                    images = augment(images, [captions[i] for i in batch], generator=generator)
+                tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T): same, less work
+                mine = processes.shard(len(batch))  # this process's rows (all of them when alone)
+                images, tokens = to_model_input(images[mine]).to(device), tokens[mine].to(device)  # (n,3,S,S), (n,T')
+                loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast, config.loss, towers)
+                scheduler.step()
+                step += 1
+                _check_finite(loss, model, step, config)
+                temperature = math.exp(-model.logit_scale.item())
+                for key, value in (("step", step), ("loss", loss), ("temperature", temperature),
+                                   ("lr", scheduler.get_last_lr()[0])):
+                    history[key].append(value)
+                if "bias" in history:
+                    history["bias"].append(model.logit_bias.item())
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", T=f"{temperature:.4f}",
+                                pairs_s=f"{len(batch) / (time.perf_counter() - tick):.0f}")
+                bar.update(1)
+                if step % steps_per_epoch and time.monotonic() - saved_at >= 60 * config.save_every_minutes:
+                    save()  # a long epoch: do not lose more than save_every_minutes of it
+                    saved_at = time.monotonic()
+            end_of_epoch = step % steps_per_epoch == 0 or step >= total_steps
+            finished_epochs = math.ceil(step / steps_per_epoch)
+            evaluate = step >= total_steps or (config.eval_every and finished_epochs % config.eval_every == 0)
+            if end_of_epoch and evaluate:
+                if processes.is_main:  # one process evaluates and writes; every process holds the same model
+                    metrics = validation_metrics(model, tokenizer, config, image_size)
+                    history["val"].append({"step": step, **metrics})
+                    bar.write(f"epoch {finished_epochs}: val " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                processes.barrier()
+            if end_of_epoch:
+                save()  # at least one checkpoint per epoch
+                saved_at = time.monotonic()
+        if stop.received is not None:  # asked to stop during the last evaluation
+            bar.close()
+            save()
             processes.barrier()
+            raise TrainingInterrupted(step, checkpoint_path, stop.received)
     bar.close()
     report = {}
     if processes.is_main:
         if step >= total_steps:  # finished (not interrupted on purpose by stop_after): the held-out report
             report = heldout_report(model, tokenizer, config.data, config.lang, image_size, seed=config.seed,
-                                    unseen_artists=unseen_artists(config))
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
+                                    unseen_artists=unseen_artists(config.data, config.artists))
+        save()
     processes.barrier()
     return TrainResult(model.eval(), tokenizer, history, report, time.perf_counter() - start_time, processes.rank)
+
+
+def _check_finite(loss: float, model: CLIP, step: int, config: TrainConfig) -> None:
+    """Stop a diverged run with an error that names the likely cause, instead of training on NaNs."""
+    if not (math.isfinite(loss) and -700 < model.logit_scale.item() < 700):  # else exp(-logit_scale) overflows
+        raise ValueError(f"training diverged at step {step}: the loss is {loss} and logit_scale "
+                         f"{model.logit_scale.item()}; lower the learning rate (lr={config.lr:g}) and start again "
+                         "(the last checkpoint, if any, is from before the divergence)")
 
 
 def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig, image_size: int) -> dict:
@@ -642,13 +867,44 @@ def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig
 _DEFAULTS = dataclasses.asdict(TrainConfig())  # fills options added after a checkpoint was written
 
 
-def _same_options(state: dict, config: TrainConfig) -> bool:
-    """Same training options, and the same model: a preset's sizes may have changed since the checkpoint was written."""
-    if {**_DEFAULTS, **state["train_config"]} != dataclasses.asdict(config):  # missing keys: older minclip
-        return False
+# options that change how long a run is or how often it reports, not what it computes: a resume may change them
+CONTINUABLE = ("epochs", "max_steps", "eval_every")
+_NEVER_COMPARED = ("save_every_minutes",)  # how often a checkpoint is written changes nothing in the run
+
+
+def option_differences(state: dict, config: TrainConfig) -> dict[str, tuple]:
+    """The training options in which `config` differs from the checkpoint `state`: {name: (checkpoint's, config's)}.
+
+    Options missing from an older checkpoint count as their defaults.
+    """
+    stored = {**_DEFAULTS, **state["train_config"]}
+    given = dataclasses.asdict(config)
+    return {name: (stored[name], value) for name, value in given.items()
+            if name not in _NEVER_COMPARED and stored.get(name) != value}
+
+
+def _same_model(state: dict, config: TrainConfig) -> bool:
+    """Whether `config` builds the stored model: a preset's sizes may have changed since the checkpoint was written."""
     stored = state["model_config"]
     expected = model_config(config, stored["vocab_size"], stored["sot_token_id"], stored["eot_token_id"])
     return CLIPConfig(**stored) == expected
+
+
+def _same_options(state: dict, config: TrainConfig) -> bool:
+    """Same training options, and the same model."""
+    return not option_differences(state, config) and _same_model(state, config)
+
+
+def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
+    """Raise ValueError naming what keeps `config` from continuing the checkpoint `state` (read from `path`)."""
+    fixed = {name: values for name, values in option_differences(state, config).items() if name not in CONTINUABLE}
+    if fixed:
+        listed = ", ".join(f"{name} {stored!r} (this run: {given!r})" for name, (stored, given) in fixed.items())
+        raise ValueError(f"{path} was trained with other options: {listed}; resume with the checkpoint's values "
+                         "(only epochs, max_steps and eval_every may change), or start a new run in another folder")
+    if not _same_model(state, config):
+        raise ValueError(f"{path} holds another model than the {config.preset!r} preset builds now (the preset's "
+                         f"sizes changed since?): {state['model_config']}; start a new run in another folder")
 
 
 def trained_with(path: str | Path, config: TrainConfig) -> bool:

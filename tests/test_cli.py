@@ -1,6 +1,7 @@
 """The command line end to end on the nano preset: outputs written, reports printed, one-line errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,143 @@ def test_train_precision_flag(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--precision", "fp16"])
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# No path the user controls ends in a traceback; real bugs still do
+def one_line_error(capsys, argv, message) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--max-steps", "0"], "error: --max-steps must be a positive int"),
+    (["--max-steps", "-2"], "error: --max-steps must be a positive int"),
+    (["--lr", "1e6"], "error: --lr must be a finite number in (0, 1], got 1000000.0"),
+    (["--lr", "inf"], "error: --lr must be a finite number in (0, 1], got inf"),
+    (["--lr", "nan"], "error: --lr must be a finite number in (0, 1], got nan"),
+    (["--fixed-temperature", "0"], "error: --fixed-temperature must be a finite number >= 0.01"),
+    (["--fixed-temperature", "-1"], "error: --fixed-temperature must be a finite number >= 0.01"),
+    (["--save-every-minutes", "0"], "error: --save-every-minutes must be a finite number"),
+    (["--batch-size", "5000"], "error: batch_size=5000 leaves no full batch"),
+])
+def test_train_options_out_of_range_are_one_line_errors(tmp_path, capsys, options, message):
+    one_line_error(capsys, ["train", "--preset", "nano", "--quiet", "--out", str(tmp_path / "run"), *options], message)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    one_line_error(capsys, [*TRAIN, "--out", str(tmp_path / "a_file")], "a_file is a file; choose a folder")
+    if Path("/sys").is_dir():  # not writable, even by root
+        one_line_error(capsys, [*TRAIN, "--out", "/sys/minclip-test"], "cannot write in the output folder")
+
+
+def test_ctrl_c_writes_the_checkpoint_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+    import sys
+
+    train_module = sys.modules["minclip.train"]
+    real = train_module.train_step
+    steps = []
+
+    def step(*args, **kwargs):
+        steps.append(real(*args, **kwargs))
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return steps[-1]
+
+    monkeypatch.setattr(train_module, "train_step", step)
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: SIGINT at step 2: checkpoint written to {out}/checkpoint.pt; continue with the same " \
+           "command and --resume" in err and "Traceback" not in err
+    assert train_module.read_checkpoint(out / "checkpoint.pt")["step"] == 2
+
+
+def test_resume_with_other_options_names_them_and_the_command_that_continues(run, capsys):
+    one_line_error(capsys, ["train", "--preset", "nano", "--batch-size", "32", "--lr", "0.002", "--resume",
+                            "--out", str(run)],
+                   f"error: {run}/checkpoint.pt was trained with other options: --batch-size 16 (this command: 32), "
+                   f"--lr 0.001 (this command: 0.002); continue it with: python -m minclip train --out {run} "
+                   "--resume --preset nano --batch-size 16; or choose another --out for a new run")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty (0 bytes)"),
+    ("HALF", "is not a readable minclip checkpoint: truncated, damaged or another kind of file"),
+    ("FOREIGN", "is not a minclip checkpoint"),  # a readable file of tensors, but not ours
+])
+def test_empty_truncated_and_foreign_checkpoints_are_one_line_errors(run, tmp_path, capsys, content, message):
+    import torch
+
+    data = (run / "checkpoint.pt").read_bytes()
+    if content == "FOREIGN":
+        torch.save({"weights": torch.zeros(2)}, tmp_path / "bad.pt")
+    else:
+        (tmp_path / "bad.pt").write_bytes(data[: len(data) // 2] if content == "HALF" else content)
+    for argv in (["eval", "BAD"], ["search", "BAD", "cat"], ["tokenize", "cat", "--checkpoint", "BAD"]):
+        one_line_error(capsys, [str(tmp_path / "bad.pt") if a == "BAD" else a for a in argv], message)
+
+
+def test_a_query_longer_than_the_context_says_how_to_shorten_it_or_truncate(run, tmp_path, capsys):
+    query = " ".join(["red heart"] * 40)
+    assert main(["search", str(run / "checkpoint.pt"), query, "--gallery", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert "more than the 30 this model reads; shorten it to 30 tokens or pass --truncate" in err
+    assert "truncate=True" not in err and err.count("\n") == 1
+    assert main(["search", str(run / "checkpoint.pt"), query, "--truncate", "--top", "2",
+                 "--gallery", str(tmp_path / "g.png")]) == 0
+    assert "only its first 30 are used" in capsys.readouterr().err
+
+
+def test_a_gallery_that_cannot_be_written_is_refused_before_searching(run, tmp_path, capsys):
+    checkpoint = str(run / "checkpoint.pt")
+    if Path("/sys").is_dir():
+        one_line_error(capsys, ["search", checkpoint, "cat", "--gallery", "/sys/minclip-test/g.png"],
+                       "error: cannot write --gallery /sys/minclip-test/g.png")
+    one_line_error(capsys, ["search", checkpoint, "cat", "--gallery", str(tmp_path)], "is a folder; give a file name")
+    one_line_error(capsys, ["search", checkpoint, "cat", "--gallery", str(tmp_path / "g.xyz")],
+                   "cannot save a .xyz file; use one of")
+
+
+def test_undecodable_and_oversized_images_are_skipped_with_a_warning(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # so that small files play decompression bombs
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8)).save(folder / "small.png")  # 64 pixels: fine
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(folder / "large.png")  # over the limit: PIL warns
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(folder / "bomb.png")  # over twice: PIL refuses
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    assert main(["search", str(run / "checkpoint.pt"), "red", "--images", str(folder),
+                 "--gallery", str(tmp_path / "g.png")]) == 0
+    captured = capsys.readouterr()
+    for name in ("large.png", "bomb.png"):
+        assert f"warning: skipping {name}: too large to decode safely" in captured.err
+    assert "warning: skipping broken.png: could not be decoded" in captured.err
+    assert captured.out.splitlines()[0].endswith("small.png")
+
+
+def test_a_folder_of_only_unreadable_images_says_they_could_not_be_read(run, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(b"not a png")
+    assert main(["search", str(run / "checkpoint.pt"), "red", "--images", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: none of the 2 image files in {folder} could be read (a.png, b.png)" in err
+    assert "no image files" not in err
+
+
+def test_a_bug_still_shows_its_traceback(run, monkeypatch):
+    import minclip.evaluate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in minclip")
+
+    monkeypatch.setattr(minclip.evaluate, "encode_images", broken)
+    with pytest.raises(RuntimeError, match="a bug in minclip"):
+        main(["search", str(run / "checkpoint.pt"), "red"])

@@ -398,3 +398,79 @@ def test_python_dash_m_course_runs_and_sets_the_exit_status(minclip_dir):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "text_pooling: 6 of 6 checks passed" in done.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Each file is graded in a child process: nothing it does can stop the grader or fake its verdict
+
+RECALL_THEN = MINCLIP_AS_LEARNER["recall"]  # a passing recall file, to which each case below adds its trick
+
+
+@pytest.mark.parametrize("top_level, message", [
+    ("while True:\n    pass\n", "your file did not finish running within 1 s (it was running line"),
+    ("import sys\nsys.exit(0)\n", "could not run your file: SystemExit: 0"),
+    ("import os\nos._exit(0)\n", "the process running your file ended with exit status 0 before reporting (does "
+                                 "your code call os._exit or sys.exit?) while loading it"),
+    ("import ctypes\nctypes.string_at(0)\n", "the process running your file crashed (SIGSEGV"),
+])
+def test_a_file_that_hangs_exits_or_crashes_while_loading_fails_clearly(tmp_path, capsys, top_level, message):
+    path = write(tmp_path, "recall", textwrap.dedent(RECALL_THEN) + top_level)
+    assert main(["check", "recall", "--file", str(path), "--time-limit", "1"]) == 1
+    out = capsys.readouterr().out
+    assert message in " ".join(out.split()) and "recall: 0 of 7 checks passed (the file could not be graded)" in out
+
+
+def test_printing_a_report_and_exiting_with_success_fools_nobody(tmp_path, capsys):
+    path = write(tmp_path, "recall", "import os\nprint('PASSED')\nprint('recall: 7 of 7 checks passed')\nos._exit(0)\n")
+    assert main(["check", "recall", "--file", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "your file printed (its output, not the grader's):\n  | PASSED\n  | recall: 7 of 7 checks passed" in out
+    assert out.rstrip().endswith("recall: 0 of 7 checks passed (the file could not be graded)")
+
+
+def test_exiting_during_a_check_fails_that_check_and_the_rest(tmp_path, capsys):
+    source = textwrap.dedent(RECALL_THEN) + "import os\ntext_to_image_recall = lambda *args: os._exit(0)\n"
+    assert main(["check", "recall", "--file", str(write(tmp_path, "recall", source))]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the process grading your file ended with exit status 0 before reporting" in out
+    assert "during this check" in out and "not run: the process grading your file had ended" in out
+    assert "recall: 0 of 7 checks passed" in out
+
+
+def test_a_loop_that_ignores_the_time_limit_is_killed(tmp_path, capsys, monkeypatch):
+    from course.checks import isolate
+
+    monkeypatch.setattr(isolate, "STARTUP_S", 2)
+    source = "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.05)\n"
+    assert main(["check", "recall", "--file", str(write(tmp_path, "recall", source)), "--time-limit", "0.2"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "gave no answer within 3.6 s and was stopped" in out and "while loading it" in out
+
+
+def test_lines_written_into_the_result_channel_without_its_nonce_are_rejected(tmp_path, capsys):
+    forge = textwrap.dedent(RECALL_THEN) + textwrap.dedent('''
+        import gc, json
+        for thing in gc.get_objects():
+            if type(thing).__name__ == "_Reporter":
+                thing._file.write(json.dumps({"nonce": "guess", "event": "done"}) + "\\n")
+    ''')
+    assert main(["check", "recall", "--file", str(write(tmp_path, "recall", forge))]) == 1
+    assert "the grader's result channel holds lines it did not write" in capsys.readouterr().out
+
+
+def test_load_file_stops_an_endless_top_level_loop(tmp_path):
+    with pytest.raises(LoadError, match=r"did not finish running within 0.2 s \(it was running line 2\)"):
+        load_file(write(tmp_path, "toy", "x = 1\nwhile x:\n    pass\n"), "toy", time_limit_s=0.2)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--time-limit", "0"], "--time-limit must be a number of seconds in (0, 600], got 0"),
+    (["--time-limit", "-1"], "--time-limit must be a number of seconds in (0, 600], got -1"),
+    (["--time-limit", "nan"], "got nan"),
+    (["--time-limit", "inf"], "got inf"),
+    (["--dir", "no_such_folder"], "--dir no_such_folder is not a folder"),
+])
+def test_grader_options_are_checked(option, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "recall", *option])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -2,6 +2,8 @@
 TorchScript archives, and refuses what is not an OpenAI state dict."""
 
 import dataclasses
+import datetime
+import warnings
 
 import pytest
 import torch
@@ -75,6 +77,7 @@ def test_the_sdpa_path_equals_openai_too():
 
 
 @pytest.mark.parametrize("name", ["2-head-vit", "small-vocab"])
+@pytest.mark.filterwarnings("ignore:this model has:UserWarning")  # heads other than width // 64: tested below
 def test_export_loads_into_openai_code(name):
     reference = reference_model(name)
     ours = CLIP.from_openai_state_dict(reference.state_dict(), text_heads=CONFIGS[name][1])
@@ -134,6 +137,7 @@ def test_openai_preset_shapes_equal_the_reference():
         assert c.vision_heads == c.vision_width // 64
 
 
+@pytest.mark.filterwarnings("ignore:this model has:UserWarning")
 def test_not_an_openai_state_dict():
     model = CLIP(CLIPConfig.preset("nano"))
     with pytest.raises(TypeError, match="state_dict must be a mapping"):
@@ -158,3 +162,40 @@ def test_not_an_openai_state_dict():
     assert roundtrip.config == dataclasses.replace(model.config, **resnet_fields)  # the rest is read back exactly
     with pytest.raises(ValueError, match="only ViT models have an OpenAI layout"):
         CLIP(CLIPConfig.preset("nano", image_encoder="resnet")).to_openai_state_dict()
+
+
+def test_export_warns_when_openai_would_assume_other_heads(tmp_path):
+    model = CLIP.from_openai_state_dict(reference_model("2-head-vit").state_dict(), text_heads=4)  # 64 wide, 4 heads
+    with pytest.warns(UserWarning, match=r"text 4 heads \(OpenAI's loader assumes text_width 64 // 64 = 1\): "
+                                         r"OpenAI's clip.load would not rebuild this model .* "
+                                         r"load_openai_checkpoint\(path, vision_heads=2, text_heads=4\)"):
+        exported = model.to_openai_state_dict()
+    torch.save(exported, tmp_path / "exported.pt")
+    loaded = load_openai_checkpoint(tmp_path / "exported.pt", vision_heads=2, text_heads=4)  # as the warning says
+    assert loaded.config.text_heads == 4 and loaded.config.vision_heads == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # heads = width // 64 in both towers: nothing to warn about
+        CLIP.from_openai_state_dict(reference_model("3-head-vit").state_dict()).to_openai_state_dict()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", r"is empty \(0 bytes\): the download or copy did not finish"),
+    ("HALF", r"is neither a TorchScript archive .* nor a saved state dict of tensors: truncated, damaged or another "
+             r"kind of file \(RuntimeError"),
+    (b"not a checkpoint", r"is neither a TorchScript archive .* \(UnpicklingError"),
+    ("CODE", r"is neither a TorchScript archive .* \(UnpicklingError: Weights only load failed"),
+    ("LIST", "holds a list, not a state dict"),
+])
+def test_load_openai_checkpoint_explains_what_is_wrong_with_a_file(tmp_path, content, message):
+    path = tmp_path / "weights.pt"
+    if content == "HALF":
+        torch.save(reference_model("small-vocab").state_dict(), path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif content == "CODE":
+        torch.save(datetime.date(2021, 1, 5), path)  # a pickled object that weights_only refuses to build
+    elif content == "LIST":
+        torch.save([torch.zeros(2)], path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_openai_checkpoint(path)

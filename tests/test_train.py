@@ -1,18 +1,27 @@
 """Training loop, checkpoints and `minclip.load`: resume equality, round trips, errors, the review's switches."""
 
 import math
+import os
+import signal
+import warnings
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
+
 
 from minclip.data import EmojiDataset, to_model_input
 from minclip.loss import clip_loss
 from minclip.model import CLIP, CLIPConfig
 from minclip.tokenizer import BPETokenizer
 from minclip.loss import SIGLIP_INIT_BIAS
-from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, build_model, load, make_autocast, make_optimizer,
-                           model_from_checkpoint, parameter_groups, read_checkpoint, save_checkpoint, train, train_step,
-                           trained_with, unseen_artists, warmup_cosine)
+from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, TrainingInterrupted, build_model, load, make_autocast,
+                           make_optimizer, model_from_checkpoint, parameter_groups, read_checkpoint, save_checkpoint,
+                           train, train_step, trained_with, unseen_artists, warmup_cosine)
+
+train_module = sys.modules["minclip.train"]  # the module (`minclip.train` is also the name of its function)
 
 NANO = dict(preset="nano", batch_size=16, epochs=1, eval_every=0, vocab_size=600, augment=True)
 
@@ -38,8 +47,10 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
 
 def test_resume_with_other_options_is_refused(tmp_path):
     train(TrainConfig(**NANO, max_steps=4), out=tmp_path, progress=False, stop_after=2)
-    with pytest.raises(ValueError, match="trained with other options"):
-        train(TrainConfig(**{**NANO, "batch_size": 8}, max_steps=4), out=tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"trained with other options: batch_size 16 \(this run: 8\), lr 0.001 "
+                                         r"\(this run: 0.002\); resume with the checkpoint's values"):
+        train(TrainConfig(**{**NANO, "batch_size": 8, "lr": 2e-3}, max_steps=4), out=tmp_path, resume=True,
+              progress=False)
 
 
 def test_trained_with_tells_whether_a_checkpoint_is_this_run(finished_run, tmp_path):
@@ -192,7 +203,7 @@ def test_a_run_on_several_artists_reports_the_others_as_unseen(tmp_path):
     assert set(report["unseen_artists"]) == {"fluent", "fluent_color", "emojione"}
     fluent = report["unseen_artists"]["fluent"]
     assert fluent["training_captions"]["R@1_chance"] == pytest.approx(1 / fluent["candidate_images"])
-    assert unseen_artists(TrainConfig(data="shapes")) == ()
+    assert unseen_artists("shapes", ("noto",)) == ()
     with pytest.raises(ValueError, match="artists are drawings of the emoji set"):
         TrainConfig(data="shapes", artists=("openmoji",))
     with pytest.raises(ValueError, match="artists must be distinct names from"):
@@ -329,3 +340,159 @@ def test_train_in_bf16_on_the_cpu_records_it_and_resumes_only_in_bf16(tmp_path):
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert trained_with(tmp_path / "checkpoint.pt", config)
     assert not trained_with(tmp_path / "checkpoint.pt", TrainConfig(**{**NANO, "max_steps": 3}))
+
+
+# --------------------------------------------------------------------------------------------------- reliability
+# No run loses more than a bounded amount of work; checkpoints are checked; options are checked before training.
+def calls_then(monkeypatch, after: int, action):
+    """Make train's step run `action()` right after its `after`-th call (a signal, a crash...)."""
+    real, calls = train_module.train_step, []
+
+    def step(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        calls.append(loss)
+        if len(calls) == after:
+            return action(loss)
+        return loss
+
+    monkeypatch.setattr(train_module, "train_step", step)
+
+
+def send(signum):
+    def action(loss):
+        os.kill(os.getpid(), signum)
+        return loss
+    return action
+
+
+def crash(loss):
+    raise RuntimeError("power cut")
+
+
+def test_ctrl_c_or_sigterm_mid_run_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+    config = TrainConfig(**NANO, max_steps=6)
+    straight = train(config, out=tmp_path / "straight", progress=False)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / signum.name
+        with monkeypatch.context() as patch:
+            calls_then(patch, 3, send(signum))
+            with pytest.raises(TrainingInterrupted, match=f"{signum.name} at step 3: checkpoint written to") as stop:
+                train(config, out=out, progress=False)
+        assert isinstance(stop.value, KeyboardInterrupt) and stop.value.checkpoint == out / "checkpoint.pt"
+        assert read_checkpoint(out / "checkpoint.pt")["step"] == 3
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+        resumed = train(config, out=out, resume=True, progress=False)
+        assert resumed.history["loss"] == straight.history["loss"]  # bit for bit
+        for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_crash_loses_at_most_the_current_epoch(tmp_path, monkeypatch):
+    config = TrainConfig(**{**NANO, "batch_size": 1024, "epochs": 3, "augment": False})  # 2 steps per epoch
+    calls_then(monkeypatch, 3, crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(config, out=tmp_path, progress=False)
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2  # written at the end of epoch 1
+
+
+def test_a_crash_within_an_epoch_loses_at_most_save_every_minutes(tmp_path, monkeypatch):
+    config = TrainConfig(**NANO, save_every_minutes=1e-9)  # a checkpoint after every step
+    calls_then(monkeypatch, 3, crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(config, out=tmp_path, progress=False)
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 2 and len(state["history"]["loss"]) == 2
+    assert trained_with(tmp_path / "checkpoint.pt", TrainConfig(**NANO))  # how often it saves is not an option
+
+
+def test_a_finished_run_continues_with_more_steps_along_a_recomputed_schedule(tmp_path):
+    first = train(TrainConfig(**NANO, max_steps=4), out=tmp_path, progress=False)
+    assert first.history["lr"][-1] == 0.0  # a finished run ends at the bottom of its cosine
+    longer = TrainConfig(**NANO, max_steps=8)
+    result = train(longer, out=tmp_path, resume=True, progress=False)
+    assert result.history["step"] == list(range(1, 9)) and result.history["lr"][:4] == first.history["lr"]
+    schedule = warmup_cosine(8, max(1, round(0.05 * 8)))  # the schedule of the 8-step run, from step 4 on
+    assert result.history["lr"][4:] == pytest.approx([1e-3 * schedule(step) for step in range(5, 9)])
+    assert result.history["lr"][4] > 0 and result.history["lr"][-1] == 0.0  # up from zero, back down to it
+    assert result.report and trained_with(tmp_path / "checkpoint.pt", longer)
+    with pytest.raises(ValueError, match="is at step 8, past the 5 steps of this run"):
+        train(TrainConfig(**NANO, max_steps=5), out=tmp_path, resume=True, progress=False)
+
+
+def flip_bytes_inside_a_tensor(path: Path) -> None:
+    """Overwrite a few bytes in the middle of the largest tensor stored in the checkpoint's zip archive."""
+    with zipfile.ZipFile(path) as archive:
+        entry = max((info for info in archive.infolist() if "/data/" in info.filename), key=lambda i: i.file_size)
+    with open(path, "r+b") as file:
+        file.seek(entry.header_offset + 26)
+        name_length, extra_length = (int.from_bytes(file.read(2), "little") for _ in range(2))
+        file.seek(entry.header_offset + 30 + name_length + extra_length + entry.file_size // 2)
+        data = file.read(4)
+        file.seek(-4, 1)
+        file.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_a_damaged_checkpoint_is_refused_and_an_old_one_warns(finished_run, tmp_path):
+    _, out = finished_run
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes((out / "checkpoint.pt").read_bytes())
+    flip_bytes_inside_a_tensor(damaged)
+    torch.load(damaged, weights_only=True)  # torch itself notices nothing
+    with pytest.raises(ValueError, match="damaged.pt is damaged: its contents no longer match the SHA-256"):
+        load(damaged)
+    state = read_checkpoint(out / "checkpoint.pt")
+    del state["sha256"]
+    torch.save(state, tmp_path / "old.pt")  # as minclip wrote checkpoints before the digest
+    with pytest.warns(UserWarning, match="old.pt holds no SHA-256 .* cannot be checked for damage"):
+        load(tmp_path / "old.pt")
+
+
+def test_empty_and_truncated_checkpoints_are_explained(finished_run, tmp_path):
+    _, out = finished_run
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.pt is empty \(0 bytes\)"):
+        read_checkpoint(tmp_path / "empty.pt")
+    data = (out / "checkpoint.pt").read_bytes()
+    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="half.pt is not a readable minclip checkpoint: truncated, damaged"):
+        read_checkpoint(tmp_path / "half.pt")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"lr": 1e6}, r"lr must be a finite number in \(0, 1\], got 1000000.0"),
+    ({"lr": math.inf}, r"lr must be a finite number in \(0, 1\], got inf"),
+    ({"lr": math.nan}, r"lr must be a finite number in \(0, 1\], got nan"),
+    ({"lr": 0.0}, r"lr must be a finite number in \(0, 1\], got 0.0"),
+    ({"max_steps": 0}, "max_steps must be a positive int .* got 0: a run needs at least one optimizer step"),
+    ({"max_steps": -3}, "max_steps must be a positive int .* got -3"),
+    ({"fixed_logit_scale": 0.0}, r"fixed_logit_scale must be a finite number in \(0, 100\], got 0.0"),
+    ({"fixed_logit_scale": -1.0}, "fixed_logit_scale must be a finite number"),
+    ({"fixed_logit_scale": 1e3}, "fixed_logit_scale must be a finite number .* CLIP clamps it at 100"),
+    ({"warmup_fraction": 1.5}, r"warmup_fraction must be a finite number in \[0, 1\], got 1.5"),
+    ({"grad_clip": 0.0}, "grad_clip must be a finite number"),
+    ({"weight_decay": math.nan}, "weight_decay must be a finite number"),
+    ({"save_every_minutes": 0}, "save_every_minutes must be a finite number"),
+    ({"seed": -1}, r"seed must be an int in \[0, 2\*\*32\), got -1"),
+    ({"eval_every": -1}, "eval_every must be an int >= 0"),
+])
+def test_numeric_options_must_be_finite_and_in_range(options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**options)
+
+
+def test_runs_that_cannot_take_a_step_or_write_are_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="batch_size=4096 leaves no full batch .* 3032 training pairs .* no step"):
+        train(TrainConfig(**{**NANO, "batch_size": 4096}), progress=False)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="the output folder .*a_file is a file; choose a folder"):
+        train(TrainConfig(**NANO, max_steps=1), out=tmp_path / "a_file", progress=False)
+    if Path("/sys").is_dir():  # a folder nobody may write in, not even root
+        with pytest.raises(ValueError, match="cannot write in the output folder /sys/minclip-test"):
+            train(TrainConfig(**NANO, max_steps=1), out="/sys/minclip-test", progress=False)
+
+
+def test_a_diverged_run_stops_with_an_error(tmp_path, monkeypatch):
+    calls_then(monkeypatch, 2, lambda loss: math.nan)
+    with pytest.raises(ValueError, match=r"training diverged at step 2: the loss is nan .* lower the learning rate"):
+        train(TrainConfig(**NANO, max_steps=4), out=tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()  # nothing diverged was written

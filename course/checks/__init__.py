@@ -1,4 +1,5 @@
-"""Every exercise of the course and its checks, in teaching order; :mod:`.base` holds the machinery that runs them.
+"""Every exercise of the course and its checks, in teaching order; :mod:`.base` holds the machinery that runs them,
+:mod:`.isolate` runs it on a learner's file in a child process.
 
 Each module here grades one file of ``course/exercises/`` against the minclip module that holds the reference
 implementation, and defines ``EXERCISE``.

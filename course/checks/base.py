@@ -86,11 +86,12 @@ class LoadError(Exception):
     """The learner's file is missing or does not run (syntax error, failing import, error at top level)."""
 
 
-def load_file(path, module_name: str) -> ModuleType:
-    """Execute the Python file at ``path`` as a fresh module.
+def load_file(path, module_name: str, time_limit_s: float | None = None) -> ModuleType:
+    """Execute the Python file at ``path`` as a fresh module, within ``time_limit_s`` seconds if given.
 
     The source is read and compiled here, not imported: no bytecode is read from or written to ``__pycache__``, so a
-    file edited a moment ago is always graded as it is now, and a folder of submissions stays as handed in.
+    file edited a moment ago is always graded as it is now, and a folder of submissions stays as handed in. Anything
+    the file's top level raises, ``SystemExit`` included, and running past the time limit become a :class:`LoadError`.
     """
     path = Path(path)
     if not path.is_file():
@@ -99,7 +100,14 @@ def load_file(path, module_name: str) -> ModuleType:
     module.__file__ = str(path)
     sys.modules[module_name] = module  # some constructs (dataclasses, pickling) look the module up by name
     try:
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
+        with _time_limit(time_limit_s or 0):
+            exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
+    except _TimeLimit as error:
+        where = _learner_frame(error, path)
+        inside = f" (it was running line {where.lineno})" if where is not None else ""
+        raise LoadError(f"your file did not finish running within {time_limit_s:g} s{inside}: is there a loop that "
+                        "never ends at its top level? Put code you try out under `if __name__ == \"__main__\":`") \
+            from None
     except BaseException as error:  # noqa: BLE001 - SyntaxError, ImportError, SystemExit... all become a report
         if isinstance(error, KeyboardInterrupt):
             raise
@@ -113,8 +121,12 @@ def load_file(path, module_name: str) -> ModuleType:
 # Running the checks
 
 
-def grade(exercise: Exercise, learner: ModuleType, time_limit_s: float = CHECK_TIME_LIMIT_S) -> list[Result]:
-    """Run every check of ``exercise`` on the module ``learner``; one :class:`Result` per check, in order."""
+def grade(exercise: Exercise, learner: ModuleType, time_limit_s: float = CHECK_TIME_LIMIT_S,
+          on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    """Run every check of ``exercise`` on the module ``learner``; one :class:`Result` per check, in order.
+
+    ``on_result`` (optional) receives each result as soon as its check ends (the child process of :mod:`.isolate`
+    reports them one by one, so a crash in a later check loses none of the earlier ones)."""
     learner_file = getattr(learner, "__file__", None)
     results = []
     threads = torch.get_num_threads()
@@ -122,6 +134,8 @@ def grade(exercise: Exercise, learner: ModuleType, time_limit_s: float = CHECK_T
     try:
         for check in exercise.checks:
             results.append(_run(check, learner, learner_file, time_limit_s))
+            if on_result is not None:
+                on_result(results[-1])
             if results[-1].timed_out:
                 time_limit_s = min(time_limit_s, AFTER_TIMEOUT_S)
     finally:
