@@ -637,10 +637,12 @@ def artist_candidates(artist: str, image_size: int) -> tuple[torch.Tensor, dict[
 def format_report(report: dict) -> str:
     """The report as an aligned text table: metric, value, chance level."""
     lines = [f"held-out report: {report['data']} ({report['lang']}), {report['test_captions']} test captions, "
-             f"{report['candidate_images']} candidate images",
-             f"  {'metric':<44} {'value':>7} {'chance':>7}"]
-    for label, value, chance in _metric_rows("", report):
-        lines.append(f"  {label:<44} {100 * value:6.1f}% {'' if chance is None else f'{100 * chance:6.1f}%':>7}")
+             f"{report['candidate_images']} candidate images"]
+    rows = list(_metric_rows("", report))
+    width = max(len(label) for label, _, _ in [("metric", 0, 0), *rows])
+    lines.append(f"  {'metric':<{width}} {'value':>7} {'chance':>7}")
+    for label, value, chance in rows:
+        lines.append(f"  {label:<{width}} {100 * value:6.1f}% {'' if chance is None else f'{100 * chance:6.1f}%':>7}")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from minclip.evaluate import (
     distinct_images,
     encode_images,
     encode_texts,
+    format_report,
     retrieval_evaluate,
     retrieval_recall,
     similarity_matrix,
@@ -415,3 +416,16 @@ def test_unseen_artist_report_on_a_made_up_set(monkeypatch):
     blind = ColourConcepts(colours)
     blind.encode_image = lambda images: torch.ones(len(images), 3)  # every drawing alike: ties count against it
     assert unseen_artist_report(blind, tokenizer, "pen", "en", image_size=2)["training_captions"]["R@1"] == 0.0
+
+
+def test_format_report_aligns_nested_metrics_with_their_chance_levels():
+    report = {"data": "emoji", "lang": "en", "test_captions": 2, "candidate_images": 9,
+              "among_all_images": {"text_to_image": {"R@1": 0.5, "R@1_chance": 1 / 9, "queries": 2}},
+              "unseen_artists": {"fluent_color": {"artist": "fluent_color", "candidate_images": 4,
+                                                  "heldout_compositions": {"R@1": 0.25, "R@1_chance": 0.25}}}}
+    lines = format_report(report).splitlines()
+    assert lines[0] == "held-out report: emoji (en), 2 test captions, 9 candidate images"
+    assert [line.split()[0] for line in lines[1:]] == [
+        "metric", "among_all_images.text_to_image.R@1", "unseen_artists.fluent_color.heldout_compositions.R@1"]
+    assert lines[2].split()[1:] == ["50.0%", "11.1%"] and lines[3].split()[1:] == ["25.0%", "25.0%"]
+    assert len({line.index("%") for line in lines[2:]}) == 1  # the value column lines up
