@@ -7,7 +7,8 @@ CLIP learns from (image, caption) pairs. minclip ships a real, small set in `dat
     load_emoji()          verified records + uint8 images (N, S, S, 3), cached per image size
     load_artist()         the same emoji drawn by another artist (ARTISTS): images + which rows it draws
     EmojiDataset          a torch Dataset of (image uint8 (S, S, 3), caption str) for one split and language;
-                          training captions come from a few templates, evaluation captions are the plain name
+                          training captions come from a few templates, evaluation captions are the plain name;
+                          with several artists, each emoji shows one of its drawings per epoch
     to_model_input        uint8 (N, H, W, 3) -> normalised float (N, 3, H, W), what the vision tower takes
     augment               random small shifts and mirror images that never contradict the caption
     Collate               a DataLoader collate_fn: augment, normalise, tokenise -> (images, tokens)
