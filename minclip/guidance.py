@@ -187,6 +187,47 @@ def best_of_n_success(scores: torch.Tensor, correct: torch.Tensor, n: int) -> fl
     return correct[: groups * n].view(groups, n).gather(1, picked[:, None]).float().mean().item()
 
 
+
+def rerank_curve(model, tokenizer, captions: list[str], ns: tuple[int, ...] = (1, 4, 16, 64, 256),
+                 samples: int = 256, seed: int = 0) -> dict:
+    """Best-of-N success of word_swap_scenes reranked by CLIP, for each N in `ns`, averaged over `captions`.
+
+    Per caption, `samples` scenes are drawn once and cut into groups of N (best_of_n_success). Also returned:
+    "chance" (a random pick: the share of samples that match), "oracle" (some sample of the group matches: the
+    ceiling of any scorer) and "bag_of_words" (a scorer that counts the caption's words in each sample's true
+    description, ties broken at random: every sample holds the same words, so it is chance by construction).
+    Returns {"n": ns, "clip": [...], "oracle": [...], "bag_of_words": [...], "chance": float, "captions": int}.
+    """
+    from .shapes import render_scenes
+
+    if max(ns) > samples:
+        raise ValueError(f"every N must be at most samples={samples}, got {max(ns)}")
+    generator = torch.Generator().manual_seed(seed)
+    curves = {"clip": [], "oracle": [], "bag_of_words": []}
+    sums = {name: [0.0] * len(ns) for name in curves}
+    chance = 0.0
+    for i, caption in enumerate(captions):
+        key = parse_caption(caption)
+        scenes = word_swap_scenes(key, samples, seed=seed * 100_003 + i)
+        images = torch.from_numpy(render_scenes(scenes, model.config.image_size))  # (samples, S, S, 3)
+        correct = torch.tensor([describe(scene) == key for scene in scenes])  # (samples,)
+        scorers = {"clip": clip_scores(model, tokenizer, caption, images),
+                   "oracle": correct.float(),
+                   "bag_of_words": _word_overlap(caption, scenes) + 1e-3 * torch.rand(samples, generator=generator)}
+        chance += correct.float().mean().item() / len(captions)
+        for name, scores in scorers.items():
+            for j, n in enumerate(ns):
+                sums[name][j] += best_of_n_success(scores, correct, n) / len(captions)
+    return {"n": list(ns), **sums, "chance": chance, "captions": len(captions)}
+
+
+def _word_overlap(caption: str, scenes: list[Scene]) -> torch.Tensor:
+    """(N,) how many of the caption's words each scene's caption contains (a multiset overlap)."""
+    from collections import Counter
+
+    words = Counter(caption.split())
+    return torch.tensor([float(sum((Counter(s.caption().split()) & words).values())) for s in scenes])
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 3. A differentiable renderer. The same signed distances as minclip.shapes, written in torch, so gradients flow from
 # the pixels to the positions (the distances move with the centre) and sizes (they scale with the radius). Colours and
@@ -305,6 +346,20 @@ def _scene_from_layout(objects: list[SceneObject]) -> Scene | None:
     return None
 
 
+def straight_through_one_hot(logits: torch.Tensor) -> torch.Tensor:
+    """One-hot of the arg-max along the last axis in the forward pass; the softmax's gradient in the backward pass.
+
+    (..., C) -> (..., C). The value is exactly one-hot (hard + soft - soft, where soft - soft.detach() is 0 but
+    carries soft's gradient), so the renderer draws a real colour and shape while the logits still learn.
+
+        >>> straight_through_one_hot(torch.tensor([0.1, 2.0, -1.0]))
+        tensor([0., 1., 0.])
+    """
+    soft = logits.softmax(-1)
+    hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
+    return hard + soft - soft.detach()
+
+
 def render(params: SceneParams, image_size: int, edge: float = 1.0, hard: bool = False,
            straight_through: bool = False) -> torch.Tensor:
     """Draw SceneParams: float (B, 3, S, S) in 0..255, white background, differentiable in every parameter.
@@ -321,14 +376,13 @@ def render(params: SceneParams, image_size: int, edge: float = 1.0, hard: bool =
         raise ValueError(f"edge must be a positive width in pixels, got {edge!r}")
     centre, radius = params.centre, params.radius
     B, K, _ = centre.shape
-    colour_weights, shape_weights = params.colour_logits.softmax(-1), params.shape_logits.softmax(-1)  # (B, K, 6|5)
-    if hard or straight_through:
-        one_hot = [F.one_hot(w.argmax(-1), w.shape[-1]).float() for w in (colour_weights, shape_weights)]
-        if hard:
-            colour_weights, shape_weights = one_hot
-        else:  # forward: the one-hot weights; backward: the softmax's gradient
-            colour_weights, shape_weights = (h + w - w.detach() for h, w in zip(one_hot, (colour_weights,
-                                                                                          shape_weights)))
+    logits = (params.colour_logits, params.shape_logits)  # (B, K, 6), (B, K, 5)
+    if hard:
+        colour_weights, shape_weights = (F.one_hot(w.argmax(-1), w.shape[-1]).float() for w in logits)
+    elif straight_through:
+        colour_weights, shape_weights = (straight_through_one_hot(w) for w in logits)
+    else:
+        colour_weights, shape_weights = (w.softmax(-1) for w in logits)
     colours = colour_weights @ _PALETTE  # (B, K, 3)
     pixels = torch.arange(image_size, dtype=torch.float32) + 0.5  # pixel centres, in pixels
     canvas = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1).expand(B, 3, image_size, image_size)
@@ -408,27 +462,31 @@ class Guided:
 
 
 def guide(model, tokenizer, caption: str, steps: int = 200, restarts: int = 4, views: int = 8, max_shift: int = 4,
-          lr: float = 0.02, edge: tuple[float, float] = (8.0, 1.0), straight_through: bool = False, frames: int = 8,
-          seed: int = 0) -> Guided:
+          lr: float = 0.02, edge: tuple[float, float] = (8.0, 1.0), straight_through: bool = True, frames: int = 8,
+          seed: int = 0, objects: int | None = None) -> Guided:
     """Draw `caption` by gradient ascent of CLIP's similarity through `render`.
 
-    The number of objects is read off the caption (parse_caption); everything else (where they go, how large, which
+    The number of objects is read off the caption (parse_caption), or given as `objects` (then the caption may be
+    any text, e.g. an emoji's name for the emoji model); everything else (where they go, how large, which
     colour and shape) starts random and is learned. Each step renders every restart with an edge width that falls
     geometrically from edge[0] to edge[1] pixels (coarse to fine), scores `views` randomly shifted copies of each,
     and takes an Adam step up the mean score. Centres and radii are then clamped to stay inside the image and within
     RADIUS_RANGE. At the end each restart is drawn hard (arg-max colours and shapes, one-pixel edges) and scored
     unshifted; the best-scoring restart is decoded. So restarts > 1 is reranking on top of guidance.
     """
+    if objects is None:
+        objects = len(parse_caption(caption)[1])
+    if objects not in (1, 2, 3):
+        raise ValueError(f"objects must be 1, 2 or 3, got {objects!r}")
     if steps < 1 or restarts < 1 or views < 1 or max_shift < 0 or frames < 1:
         raise ValueError(f"steps, restarts, views and frames must be >= 1 and max_shift >= 0, got steps={steps}, "
                          f"restarts={restarts}, views={views}, max_shift={max_shift}, frames={frames}")
     from .evaluate import encode_texts
 
-    _, objects = parse_caption(caption)
     size = model.config.image_size
     generator = torch.Generator().manual_seed(seed)
     text = encode_texts(model, tokenizer, [caption])[0]  # (E,) unit length
-    params = random_params(restarts, len(objects), generator)
+    params = random_params(restarts, objects, generator)
     for tensor in params.tensors():
         tensor.requires_grad_(True)
     optimizer = torch.optim.Adam([{"params": [params.centre, params.radius], "lr": lr},
