@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("checkpoint")
     generate.add_argument("caption")
     generate.add_argument("--out", default="frames.png", help="where to save the frames (default: frames.png)")
-    generate.add_argument("--steps", type=int, default=200, help="gradient steps (default: 200)")
+    generate.add_argument("--steps", type=int, default=150, help="gradient steps (default: 150)")
     generate.add_argument("--restarts", type=int, default=4,
                           help="random starting points optimised together; CLIP keeps the best (default: 4)")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -196,15 +196,16 @@ def rerank_curve(model, tokenizer, captions: list[str], ns: tuple[int, ...] = (1
     "chance" (a random pick: the share of samples that match), "oracle" (some sample of the group matches: the
     ceiling of any scorer) and "bag_of_words" (a scorer that counts the caption's words in each sample's true
     description, ties broken at random: every sample holds the same words, so it is chance by construction).
-    Returns {"n": ns, "clip": [...], "oracle": [...], "bag_of_words": [...], "chance": float, "captions": int}.
+    "clip_objects" is CLIP's success when only the objects must be right, not their order (which is left).
+    Returns {"n": ns, "clip": [...], "clip_objects": [...], "oracle": [...], "bag_of_words": [...], "chance": float,
+    "captions": int}.
     """
     from .shapes import render_scenes
 
     if max(ns) > samples:
         raise ValueError(f"every N must be at most samples={samples}, got {max(ns)}")
     generator = torch.Generator().manual_seed(seed)
-    curves = {"clip": [], "oracle": [], "bag_of_words": []}
-    sums = {name: [0.0] * len(ns) for name in curves}
+    sums = {name: [0.0] * len(ns) for name in ("clip", "clip_objects", "oracle", "bag_of_words")}
     chance = 0.0
     for i, caption in enumerate(captions):
         key = parse_caption(caption)
@@ -214,10 +215,12 @@ def rerank_curve(model, tokenizer, captions: list[str], ns: tuple[int, ...] = (1
         scorers = {"clip": clip_scores(model, tokenizer, caption, images),
                    "oracle": correct.float(),
                    "bag_of_words": _word_overlap(caption, scenes) + 1e-3 * torch.rand(samples, generator=generator)}
+        same_objects = torch.tensor([sorted(describe(scene)[1]) == sorted(key[1]) for scene in scenes])
         chance += correct.float().mean().item() / len(captions)
-        for name, scores in scorers.items():
+        for name, scores, right in (*((name, scores, correct) for name, scores in scorers.items()),
+                                    ("clip_objects", scorers["clip"], same_objects)):
             for j, n in enumerate(ns):
-                sums[name][j] += best_of_n_success(scores, correct, n) / len(captions)
+                sums[name][j] += best_of_n_success(scores, right, n) / len(captions)
     return {"n": list(ns), **sums, "chance": chance, "captions": len(captions)}
 
 
@@ -227,6 +230,7 @@ def _word_overlap(caption: str, scenes: list[Scene]) -> torch.Tensor:
 
     words = Counter(caption.split())
     return torch.tensor([float(sum((Counter(s.caption().split()) & words).values())) for s in scenes])
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 3. A differentiable renderer. The same signed distances as minclip.shapes, written in torch, so gradients flow from
@@ -461,7 +465,7 @@ class Guided:
     history: torch.Tensor = field(repr=False)
 
 
-def guide(model, tokenizer, caption: str, steps: int = 200, restarts: int = 4, views: int = 8, max_shift: int = 4,
+def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, views: int = 8, max_shift: int = 4,
           lr: float = 0.02, edge: tuple[float, float] = (8.0, 1.0), straight_through: bool = True, frames: int = 8,
           seed: int = 0, objects: int | None = None) -> Guided:
     """Draw `caption` by gradient ascent of CLIP's similarity through `render`.
@@ -578,6 +582,37 @@ def optimise_image(model, text_features: torch.Tensor, start: torch.Tensor, step
         model.train(was_training)
     return to_uint8(image())[0], torch.stack(history)
 
+
+PARAMETRISATIONS = ("pixels", "pixels + views", "low-res + views", "renderer + views")
+
+
+def prior_experiment(model, tokenizer, other, other_tokenizer, caption: str, real: torch.Tensor, steps: int = 150,
+                     views: int = 8, max_shift: int = 4, seed: int = 0) -> dict:
+    """Optimise an image towards `caption` with `model` four ways, and score every result with both models.
+
+    From a mid-grey image: raw pixels (one view per step), raw pixels scored over `views` shifted copies, an 8 x 8
+    image upsampled to the model's size (with views), and the shapes renderer with one object (with views, 2
+    restarts). `other` is a second model (e.g. trained with another seed) that took no part in the optimisation.
+    Returns {"images": {name: uint8 (S, S, 3)}, "score": {name: cosine under model}, "other": {name: cosine under
+    other}} for "real" (the caption's real image), "start" and each of PARAMETRISATIONS.
+    """
+    from .evaluate import encode_texts
+
+    size = model.config.image_size
+    text = encode_texts(model, tokenizer, [caption])[0]  # (E,)
+    start = torch.full((size, size, 3), 128, dtype=torch.uint8)
+    shifted = {"views": views, "max_shift": max_shift, "seed": seed}
+    images = {"real": real, "start": start,
+              "pixels": optimise_image(model, text, start, steps, lr=0.1, seed=seed)[0],
+              "pixels + views": optimise_image(model, text, start, steps, lr=0.1, **shifted)[0],
+              "low-res + views": optimise_image(model, text, start, steps, lr=0.1, parametrisation="lowres",
+                                                factor=8, **shifted)[0]}
+    drawn = guide(model, tokenizer, caption, steps=steps, restarts=2, objects=1, frames=1, **shifted)
+    images["renderer + views"] = to_uint8(render(drawn.params, size, hard=True))[drawn.best]
+    stack = torch.stack(list(images.values()))  # (6, S, S, 3)
+    return {"images": images,
+            "score": dict(zip(images, clip_scores(model, tokenizer, caption, stack).tolist())),
+            "other": dict(zip(images, clip_scores(other, other_tokenizer, caption, stack).tolist()))}
 
 def _check_key(key: Key) -> Key:
     if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], tuple) and 1 <= len(key[1]) <= 3

@@ -160,6 +160,19 @@ def test_clip_scores_are_the_cosines_of_the_model_features(tiny):
     assert g.rerank(scores) == int(scores.argmax())
 
 
+def test_rerank_curve_lies_between_chance_and_the_oracle(tiny):
+    model, tokenizer = tiny
+    captions = [shapes.generate_scene("test", 0, i).caption() for i in range(2)]
+    curve = g.rerank_curve(model, tokenizer, captions, ns=(1, 4, 16), samples=16)
+    assert curve["n"] == [1, 4, 16] and curve["captions"] == 2
+    for name in ("clip", "oracle", "bag_of_words"):
+        assert curve[name][0] == pytest.approx(curve["chance"])  # best of one is a random pick
+    assert all(c <= o + 1e-9 for c, o in zip(curve["clip"], curve["oracle"]))
+    assert all(c <= o + 1e-9 for c, o in zip(curve["clip"], curve["clip_objects"]))  # right order implies right objects
+    with pytest.raises(ValueError, match="every N must be at most samples=16"):
+        g.rerank_curve(model, tokenizer, captions, ns=(32,), samples=16)
+
+
 # ---------------------------------------------------------------------------------------------------------- guidance
 def test_guide_runs_returns_frames_and_keeps_parameters_in_range(tiny):
     model, tokenizer = tiny
@@ -205,3 +218,49 @@ def test_optimise_image_raises_the_score(tiny, parametrisation):
         g.optimise_image(model, text, start, parametrisation="fourier")
     with pytest.raises(ValueError, match="start must be a uint8 image"):
         g.optimise_image(model, text, start.float())
+
+
+# ---------------------------------------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def checkpoint(tiny, tmp_path_factory):
+    """The tiny model saved as a minclip checkpoint (what `load` reads; no optimiser state needed)."""
+    import dataclasses
+
+    from minclip.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainConfig, save_checkpoint
+
+    model, tokenizer = tiny
+    path = tmp_path_factory.mktemp("generate") / "checkpoint.pt"
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model.state_dict(),
+                           "model_config": model.config.to_dict(),
+                           "train_config": dataclasses.asdict(TrainConfig(data="shapes", preset="nano")),
+                           "tokenizer_merges": [list(pair) for pair in tokenizer.merges]})
+    return path
+
+
+def test_generate_saves_frames_and_says_what_it_drew(checkpoint, tmp_path, capsys):
+    from minclip.__main__ import main
+
+    out = tmp_path / "frames.png"
+    assert main(["generate", str(checkpoint), "a small red circle above a large blue square", "--steps", "3",
+                 "--restarts", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.is_file() and "drew: " in printed and "the caption" in printed and "frames saved to" in printed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["a red dog"], "error: cannot read 'a red dog' as a shapes caption"),
+    (["a small red circle", "--steps", "0"], "error: --steps and --restarts must be at least 1"),
+])
+def test_generate_bad_input_is_one_line_and_exit_2(checkpoint, capsys, argv, message):
+    from minclip.__main__ import main
+
+    assert main(["generate", str(checkpoint), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_generate_without_a_checkpoint_is_one_line(tmp_path, capsys):
+    from minclip.__main__ import main
+
+    assert main(["generate", str(tmp_path / "none.pt"), "a small red circle"]) == 2
+    assert capsys.readouterr().err.startswith("error: no checkpoint at")
