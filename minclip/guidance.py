@@ -238,13 +238,19 @@ def _word_overlap(caption: str, scenes: list[Scene]) -> torch.Tensor:
 # shapes are categorical; the renderer draws a softmax-weighted mixture of them (the colour is a mixture of the
 # palette, the signed distance a mixture of the shapes' distances), which `hard=True` replaces by the arg-max.
 
+def _root(squared: torch.Tensor) -> torch.Tensor:
+    """sqrt with a finite gradient at 0: sqrt's derivative is infinite there, and inf * 0 is NaN in the chain rule
+    (a pixel centre exactly on an outline, or on a circle's centre, would poison every parameter)."""
+    return torch.sqrt(squared.clamp(min=1e-12))
+
+
 def circle_sdf(x: torch.Tensor, y: torch.Tensor, radius: float = 1.0) -> torch.Tensor:
-    return torch.sqrt(x * x + y * y) - radius
+    return _root(x * x + y * y) - radius
 
 
 def box_sdf(x: torch.Tensor, y: torch.Tensor, half_width: float = 1.0) -> torch.Tensor:
     qx, qy = x.abs() - half_width, y.abs() - half_width  # per-axis distance past the sides
-    outside = torch.sqrt(qx.clamp(min=0) ** 2 + qy.clamp(min=0) ** 2)
+    outside = _root(qx.clamp(min=0) ** 2 + qy.clamp(min=0) ** 2)
     return outside + torch.maximum(qx, qy).clamp(max=0)
 
 
@@ -256,7 +262,7 @@ def polygon_sdf(x: torch.Tensor, y: torch.Tensor, polygon: Polygon) -> torch.Ten
     px, py = x - ax, y - ay  # (V, ...) the point relative to each edge's start
     t = ((px * ex + py * ey) * inv).clamp(0, 1)  # position of the closest point along the edge
     dx, dy = px - t * ex, py - t * ey
-    distance = torch.sqrt((dx * dx + dy * dy).amin(dim=0))
+    distance = _root((dx * dx + dy * dy).amin(dim=0))
     crossings = ((py < 0) != (py < ey)) & ((px * ey < py * ex) == (ey > 0))  # edges crossed by a ray towards +x
     inside = crossings.sum(dim=0) % 2 == 1
     return torch.where(inside, -distance, distance)

@@ -100,6 +100,16 @@ def test_gradients_reach_every_parameter_of_the_renderer():
         assert torch.isfinite(tensor.grad).all(), name
 
 
+def test_gradients_stay_finite_when_a_pixel_centre_sits_on_a_centre_or_an_outline():
+    # the circle's centre and the square's corner on pixel centres: sqrt's infinite slope at 0 must not give NaN
+    params = g.encode(shapes.Scene((shapes.SceneObject("circle", "red", "large", 8.5 / 32, 8.5 / 32),
+                                    shapes.SceneObject("square", "blue", "large", 24.5 / 32, 24.5 / 32)), "above"))
+    for tensor in params.tensors():
+        tensor.requires_grad_(True)
+    g.render(params, 32, edge=8.0, straight_through=True).sum().backward()
+    assert all(torch.isfinite(tensor.grad).all() for tensor in params.tensors())
+
+
 def test_straight_through_draws_the_arg_max_and_passes_gradients_to_the_logits():
     params = g.random_params(1, 2, torch.Generator().manual_seed(1))
     params.shape_logits.requires_grad_(True)
