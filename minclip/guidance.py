@@ -18,7 +18,7 @@ a generator, in order of how much they ask of it:
 3. Raw pixels. With nothing between the pixels and CLIP, gradient ascent finds a pattern that raises CLIP's score
    without drawing anything: an adversarial example (Szegedy et al., 2014, "Intriguing properties of neural
    networks"; Goodfellow et al., 2015, "Explaining and Harnessing Adversarial Examples"). A second CLIP trained with
-   another seed does not share the illusion. The renderer of (2) is a *prior*: it can only draw shapes.
+   another seed shares the illusion only in part. The renderer of (2) is a *prior*: it can only draw shapes.
 
 The shapes set (minclip/shapes.py) makes each of these exactly measurable: every rendered scene knows its true
 description, so "does the generated image show the caption?" has a yes-or-no answer.
@@ -27,12 +27,16 @@ How the pieces fit:
     describe(scene), parse_caption(text)  -> Key       # what a scene shows / a caption says, comparable with ==
     word_swap_scenes(key, n, seed)        -> [Scene]   # a generator that knows the caption's words, not their roles
     clip_scores(model, tokenizer, caption, images)     # (N,) cosine similarities; rerank = argmax
+    best_of_n_success, rerank_curve                    # how often best-of-N picks a scene that shows the caption
     SceneParams, encode(scene), decode(params)         # a scene as differentiable tensors and back
     render(params, image_size, edge, hard)             # soft shapes in torch; edge=1, hard=True is minclip.shapes
+    straight_through_one_hot(logits)                   # draw the arg-max, learn through the softmax
     guide(model, tokenizer, caption, ...)              # gradient ascent on CLIP's score through render
     optimise_image(model, text_features, ...)          # the same ascent on raw or low-resolution pixels
+    prior_experiment(...)                              # both, scored by the model and by a second one
 
-The Notebook 12_guiding_generation derives and measures all three; `python -m minclip generate` runs `guide`.
+Notebook 12_guiding_generation derives and measures all three; `python -m minclip generate` runs `guide`;
+scripts/guidance_eval.py reproduces the notebook's figures.
 """
 
 from __future__ import annotations
@@ -138,15 +142,15 @@ def word_swap_scenes(key: Key, n: int, seed: int = 0) -> list[Scene]:
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     rng = np.random.default_rng(seed)
-    relation = {None: None, 2: {"horizontal": "left of", "vertical": "above"},
-                3: {"horizontal": "left to right", "vertical": "top to bottom"}}
+    relation = {2: {"horizontal": "left of", "vertical": "above"},  # objects are laid out in reading order
+                3: {"horizontal": "left to right", "vertical": "top to bottom"}}.get(len(objects), {None: None})
     scenes = []
     for _ in range(n):
         sizes, colours, shapes = ([objects[i][a] for i in rng.permutation(len(objects))] for a in range(3))
         centres = _layout(rng, [SIZES[s] for s in sizes], axis or "horizontal")
         parts = tuple(SceneObject(shape, colour, size, x, y)
                       for shape, colour, size, (x, y) in zip(shapes, colours, sizes, centres))
-        scenes.append(Scene(parts, relation[len(parts)][axis] if axis else None))
+        scenes.append(Scene(parts, relation[axis]))
     return scenes
 
 
