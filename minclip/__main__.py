@@ -1,9 +1,10 @@
-"""The command line: `python -m minclip train | eval | search | tokenize`.
+"""The command line: `python -m minclip train | eval | search | tokenize | generate`.
 
     python -m minclip train --out runs/tiny            # the main job: the tiny preset on the emoji set, a few minutes
     python -m minclip eval runs/tiny/checkpoint.pt     # the held-out report again
     python -m minclip search runs/tiny/checkpoint.pt "red heart" [--images FOLDER]
     python -m minclip tokenize "고양이가 나무 위에 있다" [--checkpoint CKPT]
+    python -m minclip generate runs/12_shapes/checkpoint.pt "a small red circle to the left of a large blue square"
     torchrun --standalone --nproc_per_node=2 -m minclip train --out runs/two   # two processes share every batch
 
 Bad input (a missing, empty, damaged or foreign checkpoint, an option out of range, an output path that cannot be
@@ -101,6 +102,19 @@ def _parser() -> argparse.ArgumentParser:
                                    description="Show the tokens of a text (OpenAI's vocabulary by default).")
     tokenize.add_argument("text")
     tokenize.add_argument("--checkpoint", help="use the vocabulary learned by this checkpoint instead of OpenAI's")
+
+    generate = commands.add_parser(
+        "generate", help="draw a shapes caption by steering a renderer with CLIP's gradient",
+        description="Draw a caption of the shapes set (e.g. \"a small red circle to the left of a large blue square\") "
+                    "by gradient ascent of a shapes-trained CLIP's score through a differentiable shapes renderer "
+                    "(minclip/guidance.py); saves the optimisation as frames and prints the scene it ended on.")
+    generate.add_argument("checkpoint")
+    generate.add_argument("caption")
+    generate.add_argument("--out", default="frames.png", help="where to save the frames (default: frames.png)")
+    generate.add_argument("--steps", type=int, default=150, help="gradient steps (default: 150)")
+    generate.add_argument("--restarts", type=int, default=4,
+                          help="random starting points optimised together; CLIP keeps the best (default: 4)")
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return parser
 
 
@@ -113,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainingInterrupted
 
     try:
-        return {"train": _train, "eval": _eval, "search": _search, "tokenize": _tokenize}[args.command](args)
+        return {"train": _train, "eval": _eval, "search": _search, "tokenize": _tokenize,
+                "generate": _generate}[args.command](args)
     except (UsageError, ValueError, TypeError, OSError) as error:  # OSError: files, folders, disks
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -363,6 +378,29 @@ def _tokenize(args) -> int:
     print(f"{len(ids)} tokens (+ start and end tokens {tokenizer.sot_token_id}, {tokenizer.eot_token_id})")
     for token_id in ids:
         print(f"{token_id:6d}  {tokenizer.vocab[token_id]!r:24}  {tokenizer.decode([token_id])!r}")
+    return 0
+
+
+def _generate(args) -> int:
+    from . import plots
+    from .guidance import guide, matches, parse_caption, render, to_uint8
+    from .train import load
+
+    parse_caption(args.caption)  # a caption the shapes set can say, before the model is loaded
+    if args.steps < 1 or args.restarts < 1:
+        raise UsageError(f"--steps and --restarts must be at least 1, got {args.steps} and {args.restarts}")
+    model, _, tokenizer = load(args.checkpoint)
+    result = guide(model, tokenizer, args.caption, steps=args.steps, restarts=args.restarts, seed=args.seed)
+    final = to_uint8(render(result.params, model.config.image_size, hard=True))[result.best]  # (S, S, 3)
+    steps = [round(i * (args.steps - 1) / max(1, len(result.frames) - 1)) for i in range(len(result.frames))]
+    labels = [f"step {s}\n{result.history[s, result.best]:.2f}" for s in steps] + \
+             [f"drawn\n{result.scores[result.best]:.2f}"]
+    figure = plots.image_row(list(result.frames) + [final], labels, title=args.caption)
+    drawn = result.scene.caption() if result.scene is not None else "no row or column (objects overlap)"
+    print(f"drew: {drawn}")
+    print(f"CLIP score {result.scores[result.best]:.3f}; "
+          f"{'matches' if matches(result.scene, args.caption) else 'does not match'} the caption")
+    print(f"frames saved to {plots.save(figure, args.out)}")
     return 0
 
 

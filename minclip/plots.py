@@ -1,4 +1,4 @@
-"""Figures of a training run: loss and temperature curves, a similarity matrix, a retrieval gallery.
+"""Figures of a training run: loss and temperature curves, a similarity matrix, a retrieval gallery, a row of images.
 
 Used by `python -m minclip train` (which saves them as PNG next to the checkpoint), by `search`, and by the notebooks.
 Every function draws into a new matplotlib figure and returns it; `save(figure, path)` writes a small PNG.
@@ -93,6 +93,19 @@ def retrieval_gallery(queries: Sequence[str], ranked_images: Sequence[torch.Tens
         axes[row, 0].set_ylabel(query, rotation=0, ha="right", va="center", fontsize=9, fontfamily=caption_fonts())
     if title:
         figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def image_row(images: Sequence[torch.Tensor], labels: Sequence[str], title: str = ""):
+    """uint8 images (S, S, 3) side by side, each with a label under it (e.g. the frames of CLIP-guided drawing)."""
+    figure, axes = plt.subplots(1, len(images), figsize=(1.45 * len(images), 2.0), squeeze=False)
+    for axis, image, label in zip(axes[0], images, labels):
+        axis.imshow(image.numpy())
+        axis.set_xticks([]), axis.set_yticks([])
+        axis.set_xlabel(label, fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=10, fontfamily=caption_fonts())
     figure.tight_layout()
     return figure
 

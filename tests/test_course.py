@@ -123,6 +123,9 @@ MINCLIP_AS_LEARNER = {
         def image_to_text_recall(similarity, caption_to_image, k):
             return retrieval_recall(similarity, caption_to_image, ks=(k,))["image_to_text"][f"R@{k}"]
     ''',
+    "guidance": '''
+        from minclip.guidance import best_of_n_success, straight_through_one_hot
+    ''',
 }
 
 

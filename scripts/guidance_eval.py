@@ -1,0 +1,101 @@
+"""Measure the three uses of CLIP as a guide (minclip/guidance.py) with the models notebook 12 uses; print the figures
+the README quotes and write them to runs/12_guidance/results.json.
+
+    python scripts/guidance_eval.py            # trains the three models first if runs/ lacks them (about 20 min)
+    python scripts/guidance_eval.py --quick    # a few captions only, to check that everything runs
+
+The models (trained here with one thread if missing, reused otherwise; notebook 12 reuses the same folders):
+    runs/12_shapes        the tiny preset on the shapes set, 12 epochs (python -m minclip train --data shapes ...)
+    runs/12_emoji_seed0   the tiny preset on the emoji set, 16 epochs, seed 0: the model pixels are optimised for
+    runs/12_emoji_seed1   the same recipe with seed 1: the second opinion
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from minclip import guidance  # noqa: E402
+from minclip.data import EmojiDataset  # noqa: E402
+from minclip.shapes import generate_scene  # noqa: E402
+from minclip.train import TrainConfig, train, trained_with  # noqa: E402
+
+MODELS = {  # folder under runs/ -> the run's options (the same objects as notebook 12's)
+    "12_shapes": TrainConfig(data="shapes", epochs=12, eval_every=0, vocab_size=588),
+    "12_emoji_seed0": TrainConfig(epochs=16, eval_every=0, seed=0),
+    "12_emoji_seed1": TrainConfig(epochs=16, eval_every=0, seed=1),
+}
+RERANK_CAPTIONS = 120  # the first 120 held-out test scenes: one per held-out combination
+GUIDE_CAPTIONS = range(0, 120, 5)  # 24 of them, five apart (so not four members of one swap group)
+HEARTS = ("red heart", "orange heart", "yellow heart", "green heart", "blue heart", "purple heart")
+
+
+def trained(name: str):
+    config, out = MODELS[name], ROOT / "runs" / name
+    result = train(config, out=out, resume=trained_with(out / "checkpoint.pt", config), progress=False)
+    return result.model.eval(), result.tokenizer
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few captions per part")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    results = {"machine": f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"}
+
+    shapes_model, shapes_tokenizer = trained("12_shapes")
+    count = 8 if args.quick else RERANK_CAPTIONS
+    captions = [generate_scene("test", 0, i).caption() for i in range(count)]
+    results["rerank"] = guidance.rerank_curve(shapes_model, shapes_tokenizer, captions)
+    print("reranking, held-out captions:", json.dumps(results["rerank"]), flush=True)
+
+    picked = list(GUIDE_CAPTIONS)[:3 if args.quick else None]
+    rows = []
+    for i in picked:
+        caption = generate_scene("test", 0, i).caption()
+        result = guidance.guide(shapes_model, shapes_tokenizer, caption, steps=30 if args.quick else 150, seed=i)
+        key = guidance.parse_caption(caption)
+        objects = result.scene is not None and sorted(guidance.describe(result.scene)[1]) == sorted(key[1])
+        rows.append({"caption": caption, "drawn": result.scene.caption() if result.scene else None,
+                     "exact": guidance.matches(result.scene, caption), "objects": bool(objects),
+                     "score": result.scores[result.best].item()})
+        print(f"  {'yes' if rows[-1]['exact'] else 'no ':3} {caption} -> {rows[-1]['drawn']}", flush=True)
+    results["guide"] = {"exact": sum(r["exact"] for r in rows) / len(rows),
+                        "objects": sum(r["objects"] for r in rows) / len(rows), "rows": rows}
+    print(f"guidance: exact {results['guide']['exact']:.1%}, objects right {results['guide']['objects']:.1%} "
+          f"of {len(rows)} held-out captions", flush=True)
+
+    a, a_tokenizer = trained("12_emoji_seed0")
+    b, b_tokenizer = trained("12_emoji_seed1")
+    emoji = EmojiDataset("all", captions="eval")
+    names = [record["name_en"] for record in emoji.records]
+    results["prior"] = {}
+    for caption in HEARTS[:2] if args.quick else HEARTS:
+        real = emoji.images[names.index(caption)]
+        out = guidance.prior_experiment(a, a_tokenizer, b, b_tokenizer, caption, real, steps=30 if args.quick else 150)
+        results["prior"][caption] = {"score": out["score"], "other": out["other"]}
+        print(caption, {k: f"{out['score'][k]:.2f}/{out['other'][k]:.2f}" for k in out["score"]}, flush=True)
+    mean = {k: [sum(r[which][k] for r in results["prior"].values()) / len(results["prior"]) for which in
+                ("score", "other")] for k in next(iter(results["prior"].values()))["score"]}
+    results["prior_mean"] = mean
+    print("mean cosine, model A (optimised for) / model B (seed 1):",
+          {k: f"{v[0]:.3f}/{v[1]:.3f}" for k, v in mean.items()})
+    results["seconds"] = time.time() - start
+    out = ROOT / "runs" / "12_guidance" / ("results_quick.json" if args.quick else "results.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"{results['seconds']:.0f} s; wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

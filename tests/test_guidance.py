@@ -1,0 +1,276 @@
+"""minclip.guidance: captions read exactly, the torch renderer equals minclip.shapes at hard edges, gradients reach
+every parameter, reranking picks the arg-max, guidance and pixel optimisation run on a tiny model, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from minclip import guidance as g
+from minclip import shapes
+from minclip.model import CLIP, CLIPConfig
+from minclip.tokenizer import BPETokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A random nano CLIP that reads 32 x 32 images, and a tokenizer learned on a few shapes captions."""
+    captions = [shapes.generate_scene("train", 0, i).caption() for i in range(64)]
+    tokenizer = BPETokenizer.train(captions, vocab_size=580)
+    torch.manual_seed(0)
+    config = CLIPConfig.preset("nano", image_size=32, patch_size=8, vocab_size=tokenizer.vocab_size,
+                               sot_token_id=tokenizer.sot_token_id, eot_token_id=tokenizer.eot_token_id)
+    return CLIP(config).eval(), tokenizer
+
+
+def some_scenes(split="train", count=60):
+    return [shapes.generate_scene(split, 3, i) for i in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------------------- captions
+def test_describe_and_parse_caption_agree_on_every_kind_of_caption():
+    for scene in some_scenes() + some_scenes("test", 8):
+        assert g.parse_caption(scene.caption("en")) == g.describe(scene)
+    left = g.parse_caption("a small red circle to the left of a large blue square")
+    assert left == g.parse_caption("A large blue square to the right of a small red circle.")
+    assert left == ("horizontal", (("small", "red", "circle"), ("large", "blue", "square")))
+    assert g.parse_caption("a small red circle below a large blue square") == \
+        ("vertical", (("large", "blue", "square"), ("small", "red", "circle")))
+
+
+@pytest.mark.parametrize("caption, message", [
+    ("a red circle", "cannot read 'a red circle' as a shapes caption"),
+    ("a small pink circle", "unknown colour 'pink'"),
+    ("a huge red circle to the left of a small blue square", "unknown size 'huge'"),
+])
+def test_parse_caption_errors_name_the_problem(caption, message):
+    with pytest.raises(ValueError, match=message):
+        g.parse_caption(caption)
+    with pytest.raises(TypeError, match="caption must be a str"):
+        g.parse_caption(3)
+
+
+# ---------------------------------------------------------------------------------------------------------- renderer
+@pytest.mark.parametrize("name", list(g.SHAPE_SDF))
+def test_torch_signed_distances_equal_minclip_shapes(name):
+    x = np.linspace(-1.6, 1.6, 41, dtype=np.float32)[None, :]  # (1, 41)
+    y = np.linspace(-1.5, 1.7, 37, dtype=np.float32)[:, None]  # (37, 1)
+    expected = torch.from_numpy(np.asarray(shapes.SHAPE_SDF[name](x, y), np.float32))
+    torch.testing.assert_close(g.SHAPE_SDF[name](torch.from_numpy(x), torch.from_numpy(y)), expected)
+
+
+@pytest.mark.parametrize("split, objects", [("train", 1), ("train", 2), ("train", 3), ("test", 2)])
+def test_hard_render_with_one_pixel_edges_is_the_shapes_renderer(split, objects):
+    scenes = [s for s in some_scenes(split, 120) if len(s.objects) == objects][:20]
+    expected = torch.from_numpy(shapes.render_scenes(scenes, 48)).int()  # (B, 48, 48, 3)
+    drawn = g.to_uint8(g.render(g.encode(scenes), 48, edge=1.0, hard=True)).int()
+    assert (drawn - expected).abs().max() <= 1  # float sums in another order may round a pixel the other way
+    assert (drawn != expected).float().mean() < 1e-4
+    soft = g.to_uint8(g.render(g.encode(scenes), 48)).int()  # encode's one-hot logits: the mixtures are one-hot
+    assert (soft - expected).abs().max() <= 1
+
+
+def test_encode_then_decode_gives_the_scene_back():
+    for scene in some_scenes() + some_scenes("test", 8):
+        [decoded] = g.decode(g.encode(scene))
+        assert g.describe(decoded) == g.describe(scene)
+        assert [(o.shape, o.colour, o.size) for o in decoded.ordered()] == \
+            [(o.shape, o.colour, o.size) for o in scene.ordered()]
+        for a, b in zip(decoded.ordered(), scene.ordered()):
+            assert (a.x, a.y) == pytest.approx((b.x, b.y), abs=1e-6)
+
+
+def test_decode_reads_overlapping_objects_as_no_scene():
+    red = shapes.SceneObject("circle", "red", "large", 0.5, 0.5)
+    blue = shapes.SceneObject("square", "blue", "large", 0.15, 0.5)
+    params = g.encode(shapes.Scene((red, blue), "right of"))
+    assert g.describe(g.decode(params)[0]) == ("horizontal", (("large", "blue", "square"), ("large", "red", "circle")))
+    params.centre[0, 1] = torch.tensor([0.55, 0.52])  # the boxes overlap: neither a row nor a column
+    assert g.decode(params) == [None]
+    assert not g.matches(None, "a large red circle to the left of a large blue square")
+
+
+def test_gradients_reach_every_parameter_of_the_renderer():
+    params = g.random_params(2, 2, torch.Generator().manual_seed(0))
+    for tensor in params.tensors():
+        tensor.requires_grad_(True)
+    target = torch.rand(2, 3, 32, 32) * 255
+    ((g.render(params, 32, edge=4.0) - target) ** 2).mean().backward()
+    for name, tensor in zip(("centre", "radius", "colour_logits", "shape_logits"), params.tensors()):
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0, name
+        assert torch.isfinite(tensor.grad).all(), name
+
+
+def test_gradients_stay_finite_when_a_pixel_centre_sits_on_a_centre_or_an_outline():
+    # the circle's centre and the square's corner on pixel centres: sqrt's infinite slope at 0 must not give NaN
+    params = g.encode(shapes.Scene((shapes.SceneObject("circle", "red", "large", 8.5 / 32, 8.5 / 32),
+                                    shapes.SceneObject("square", "blue", "large", 24.5 / 32, 24.5 / 32)), "above"))
+    for tensor in params.tensors():
+        tensor.requires_grad_(True)
+    g.render(params, 32, edge=8.0, straight_through=True).sum().backward()
+    assert all(torch.isfinite(tensor.grad).all() for tensor in params.tensors())
+
+
+def test_straight_through_draws_the_arg_max_and_passes_gradients_to_the_logits():
+    params = g.random_params(1, 2, torch.Generator().manual_seed(1))
+    params.shape_logits.requires_grad_(True)
+    image = g.render(params, 32, straight_through=True)
+    torch.testing.assert_close(image, g.render(params.detach(), 32, hard=True))
+    image.mean().backward()
+    assert params.shape_logits.grad.abs().sum() > 0
+
+
+def test_render_rejects_a_bad_edge():
+    with pytest.raises(ValueError, match="edge must be a positive width"):
+        g.render(g.encode(some_scenes()[0]), 32, edge=0)
+
+
+# ---------------------------------------------------------------------------------------------------------- reranking
+def test_word_swap_scenes_use_the_captions_words_in_every_role():
+    key = g.parse_caption("a small red circle above a large blue square")
+    scenes = g.word_swap_scenes(key, 200, seed=0)
+    assert all(s.axis == "vertical" for s in scenes)
+    for scene in scenes:
+        words = sorted((o.size, o.colour, o.shape) for o in scene.objects)
+        assert sorted(o.size for o in scene.objects) == ["large", "small"]
+        assert sorted(o.colour for o in scene.objects) == ["blue", "red"]
+        assert sorted(o.shape for o in scene.objects) == ["circle", "square"]
+        assert len(words) == 2
+    assert len({g.describe(s) for s in scenes}) == 8  # 2 orders of sizes x colours x shapes
+    assert key in {g.describe(s) for s in scenes}
+    assert g.word_swap_scenes(key, 5, seed=1) == g.word_swap_scenes(key, 5, seed=1)
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        g.word_swap_scenes(key, 0)
+
+
+def test_rerank_picks_the_arg_max_and_best_of_n_counts_groups():
+    scores = torch.tensor([0.1, 0.7, 0.3, 0.9, 0.2, 0.4])
+    assert g.rerank(scores) == 3
+    correct = torch.tensor([False, True, False, False, False, True])
+    assert g.best_of_n_success(scores, correct, 1) == pytest.approx(2 / 6)
+    assert g.best_of_n_success(scores, correct, 2) == pytest.approx(2 / 3)  # picks 1 (right), 3 (wrong), 5 (right)
+    assert g.best_of_n_success(scores, correct, 3) == pytest.approx(1 / 2)  # picks 1 (right) and 3 (wrong)
+    assert g.best_of_n_success(scores, correct, 6) == 0.0  # picks 3
+    with pytest.raises(ValueError, match="non-empty 1-D tensor"):
+        g.rerank(torch.tensor([]))
+    with pytest.raises(ValueError, match="n must be an int from 1 to the number of samples"):
+        g.best_of_n_success(scores, correct, 7)
+
+
+def test_clip_scores_are_the_cosines_of_the_model_features(tiny):
+    model, tokenizer = tiny
+    scenes = some_scenes()[:5]
+    images = torch.from_numpy(shapes.render_scenes(scenes, 32))
+    scores = g.clip_scores(model, tokenizer, scenes[0].caption(), images)
+    with torch.no_grad():
+        image_features = torch.nn.functional.normalize(
+            model.encode_image(g.normalise(images.permute(0, 3, 1, 2).float())), dim=-1)  # (5, E)
+        text = torch.nn.functional.normalize(
+            model.encode_text(tokenizer.tokenize([scenes[0].caption()], model.config.context_length)), dim=-1)
+    torch.testing.assert_close(scores, (image_features @ text.T)[:, 0])
+    assert g.rerank(scores) == int(scores.argmax())
+
+
+def test_rerank_curve_lies_between_chance_and_the_oracle(tiny):
+    model, tokenizer = tiny
+    captions = [shapes.generate_scene("test", 0, i).caption() for i in range(2)]
+    curve = g.rerank_curve(model, tokenizer, captions, ns=(1, 4, 16), samples=16)
+    assert curve["n"] == [1, 4, 16] and curve["captions"] == 2
+    for name in ("clip", "oracle", "bag_of_words"):
+        assert curve[name][0] == pytest.approx(curve["chance"])  # best of one is a random pick
+    assert all(c <= o + 1e-9 for c, o in zip(curve["clip"], curve["oracle"]))
+    assert all(c <= o + 1e-9 for c, o in zip(curve["clip"], curve["clip_objects"]))  # right order implies right objects
+    with pytest.raises(ValueError, match="every N must be at most samples=16"):
+        g.rerank_curve(model, tokenizer, captions, ns=(32,), samples=16)
+
+
+# ---------------------------------------------------------------------------------------------------------- guidance
+def test_guide_runs_returns_frames_and_keeps_parameters_in_range(tiny):
+    model, tokenizer = tiny
+    caption = "a small red circle to the left of a large blue square"
+    result = g.guide(model, tokenizer, caption, steps=4, restarts=2, views=2, frames=3, seed=0)
+    assert result.frames.shape == (3, 32, 32, 3) and result.frames.dtype == torch.uint8
+    assert result.history.shape == (4, 2) and result.scores.shape == (2,)
+    assert result.best == int(result.scores.argmax())
+    assert result.params.centre.shape == (2, 2, 2)
+    lo, hi = g.RADIUS_RANGE
+    assert ((result.params.radius >= lo) & (result.params.radius <= hi)).all()
+    assert result.scene is None or len(result.scene.objects) == 2
+    assert all(p.requires_grad for p in model.parameters())  # the model is given back as it was
+    with pytest.raises(ValueError, match="steps, restarts, views and frames must be >= 1"):
+        g.guide(model, tokenizer, caption, steps=0)
+    with pytest.raises(ValueError, match="cannot read"):
+        g.guide(model, tokenizer, "a cat", steps=1)
+
+
+def test_random_views_are_shifted_crops():
+    image = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    views = g.random_views(image, 4, 2, torch.Generator().manual_seed(0))
+    assert views.shape == (8, 3, 8, 8)
+    torch.testing.assert_close(g.random_views(image, 3, 0), image.repeat_interleave(3, dim=0))
+    padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="replicate")
+    for i, view in enumerate(views):  # each view is some window of its own padded image
+        windows = padded[i // 4].unfold(1, 8, 1).unfold(2, 8, 1)  # (3, 5, 5, 8, 8)
+        assert any(torch.equal(windows[:, dy, dx], view) for dy in range(5) for dx in range(5))
+
+
+@pytest.mark.parametrize("parametrisation", ["pixels", "lowres"])
+def test_optimise_image_raises_the_score(tiny, parametrisation):
+    model, tokenizer = tiny
+    from minclip.evaluate import encode_texts
+    text = encode_texts(model, tokenizer, ["a small red circle"])[0]
+    start = torch.full((32, 32, 3), 255, dtype=torch.uint8)
+    image, history = g.optimise_image(model, text, start, steps=15, lr=0.1, parametrisation=parametrisation, factor=4)
+    assert image.shape == (32, 32, 3) and image.dtype == torch.uint8 and history.shape == (15,)
+    assert history[-1] > history[0]
+    if parametrisation == "lowres":  # bilinear upsampling of an 8 x 8 image: neighbouring pixels move together
+        assert (image[:, 1:].int() - image[:, :-1].int()).abs().float().mean() < 40
+    with pytest.raises(ValueError, match="parametrisation must be"):
+        g.optimise_image(model, text, start, parametrisation="fourier")
+    with pytest.raises(ValueError, match="start must be a uint8 image"):
+        g.optimise_image(model, text, start.float())
+
+
+# ---------------------------------------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def checkpoint(tiny, tmp_path_factory):
+    """The tiny model saved as a minclip checkpoint (what `load` reads; no optimiser state needed)."""
+    import dataclasses
+
+    from minclip.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainConfig, save_checkpoint
+
+    model, tokenizer = tiny
+    path = tmp_path_factory.mktemp("generate") / "checkpoint.pt"
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model.state_dict(),
+                           "model_config": model.config.to_dict(),
+                           "train_config": dataclasses.asdict(TrainConfig(data="shapes", preset="nano")),
+                           "tokenizer_merges": [list(pair) for pair in tokenizer.merges]})
+    return path
+
+
+def test_generate_saves_frames_and_says_what_it_drew(checkpoint, tmp_path, capsys):
+    from minclip.__main__ import main
+
+    out = tmp_path / "frames.png"
+    assert main(["generate", str(checkpoint), "a small red circle above a large blue square", "--steps", "3",
+                 "--restarts", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.is_file() and "drew: " in printed and "the caption" in printed and "frames saved to" in printed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["a red dog"], "error: cannot read 'a red dog' as a shapes caption"),
+    (["a small red circle", "--steps", "0"], "error: --steps and --restarts must be at least 1"),
+])
+def test_generate_bad_input_is_one_line_and_exit_2(checkpoint, capsys, argv, message):
+    from minclip.__main__ import main
+
+    assert main(["generate", str(checkpoint), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_generate_without_a_checkpoint_is_one_line(tmp_path, capsys):
+    from minclip.__main__ import main
+
+    assert main(["generate", str(tmp_path / "none.pt"), "a small red circle"]) == 2
+    assert capsys.readouterr().err.startswith("error: no checkpoint at")
