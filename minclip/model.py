@@ -31,10 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import IMPLEMENTATIONS
-from .text import POOLINGS, TextTransformer
-from .transformer import ACTIVATIONS
-from .vision import ResNetEncoder, VisionTransformer
+if __package__:  # inside a package (minclip, or a folder the model files were copied into)
+    from .attention import IMPLEMENTATIONS
+    from .text import POOLINGS, TextTransformer
+    from .transformer import ACTIVATIONS
+    from .vision import ResNetEncoder, VisionTransformer
+else:  # copied as loose files side by side
+    from attention import IMPLEMENTATIONS
+    from text import POOLINGS, TextTransformer
+    from transformer import ACTIVATIONS
+    from vision import ResNetEncoder, VisionTransformer
 
 IMAGE_ENCODERS = ("vit", "resnet")
 

@@ -29,7 +29,10 @@ of the text"); Devlin et al. (2019), BERT, for the [CLS] variant.
 import torch
 from torch import nn
 
-from .transformer import Transformer
+if __package__:  # inside a package (minclip, or a folder the model files were copied into)
+    from .transformer import Transformer
+else:  # copied as loose files side by side
+    from transformer import Transformer
 
 POOLINGS = ("eot", "first")
 

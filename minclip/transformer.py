@@ -26,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import MultiheadSelfAttention
+if __package__:  # inside a package (minclip, or a folder the model files were copied into)
+    from .attention import MultiheadSelfAttention
+else:  # copied as loose files side by side
+    from attention import MultiheadSelfAttention
 
 ACTIVATIONS = ("quick_gelu", "gelu")
 

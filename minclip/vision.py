@@ -30,7 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer import Transformer
+if __package__:  # inside a package (minclip, or a folder the model files were copied into)
+    from .transformer import Transformer
+else:  # copied as loose files side by side
+    from transformer import Transformer
 
 
 def check_images(images, image_size: int, patch_size: int | None = None) -> None:
