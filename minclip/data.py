@@ -315,7 +315,8 @@ class EmojiDataset(Dataset):
         return [self.records[root(i)]["index"] for i in range(len(self))]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-        return self.artist_images[self.artist_of()[i], i], self.caption(i)
+        artist = self.artist_of()[i] if len(self.artists) > 1 else 0
+        return self.artist_images[artist, i], self.caption(i)
 
     @property
     def images(self) -> torch.Tensor:
