@@ -309,11 +309,10 @@ def _writable_file(path: Path, option: str) -> Path:
                          f"{', '.join('.' + name for name in sorted(formats))}")
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder; give a file name such as {path / 'search.png'}")
-    probe = path.parent / f".{path.name}.write-test"
+    from .train import probe_writable
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(path.parent)
     except OSError as error:
         raise UsageError(f"cannot write {option} {path} ({error.strerror or error}); choose a path in a folder you "
                          "can write to") from None

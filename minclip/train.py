@@ -685,14 +685,19 @@ def check_output_folder(folder: str | Path) -> Path:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"the output folder {folder} is a file; choose a folder (or a path that does not exist yet)")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".minclip-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(folder)
     except OSError as error:
         raise ValueError(f"cannot write in the output folder {folder} ({error.strerror or _first_line(error)}); "
                          "choose a folder you can write to") from None
     return folder
+
+
+def probe_writable(folder: Path) -> None:
+    """Create `folder` if needed and write and delete an empty file in it; raises the OSError if that fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".minclip-write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 def total_steps_of(config: TrainConfig, steps_per_epoch: int) -> int:
