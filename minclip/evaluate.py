@@ -311,6 +311,57 @@ def binding_accuracy(true_scores: torch.Tensor, foil_scores: torch.Tensor) -> di
     }
 
 
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _check_fractions(values, name: str) -> torch.Tensor:
+    values = torch.as_tensor(values, dtype=torch.float64)
+    if values.dim() != 1 or not ((values > 0) & (values < 1)).all():
+        raise ValueError(f"{name} must be a 1-D sequence of fractions strictly between 0 and 1 (recall 0.25, not "
+                         f"25 %), got {values.tolist()}: the logit of 0 or 1 is infinite")
+    return values
+
+
+def robustness_line(in_distribution, shifted) -> tuple[float, float]:
+    """The line that baseline runs follow: ``logit(shifted) = slope * logit(in_distribution) + intercept``.
+
+    Taori et al. (2020) found that models trained on one distribution lie on one such line when accuracy under a shift
+    is plotted against accuracy in distribution, on logit axes; Radford et al. (2021, Figure 13) show CLIP above it.
+    A least-squares fit over the baseline runs (at least two, with different in-distribution scores).
+
+    Args:
+        in_distribution: ``(R,)`` fractions in (0, 1), e.g. recall@1 on the training artist's held-out captions.
+        shifted: ``(R,)`` the same runs' fractions under the shift, e.g. recall@1 on an unseen artist's drawings.
+
+    Returns:
+        ``(slope, intercept)`` as floats.
+    """
+    x = _logit(_check_fractions(in_distribution, "in_distribution"))
+    y = _logit(_check_fractions(shifted, "shifted"))
+    if len(x) != len(y) or len(x) < 2 or float(x.max() - x.min()) == 0:
+        raise ValueError(f"fitting a line needs at least two runs with different in-distribution scores, got "
+                         f"{len(x)} in-distribution and {len(y)} shifted values")
+    x_mean, y_mean = x.mean(), y.mean()
+    slope = ((x - x_mean) * (y - y_mean)).sum() / ((x - x_mean) ** 2).sum()
+    return float(slope), float(y_mean - slope * x_mean)
+
+
+def effective_robustness(in_distribution, shifted, line: tuple[float, float]) -> torch.Tensor:
+    """How far each run lies above the baseline ``line`` (from ``robustness_line``), in fractions of the metric.
+
+    ``shifted - sigmoid(slope * logit(in_distribution) + intercept)``: the shifted score a run has beyond what a
+    baseline run with the same in-distribution score is predicted to have (Taori et al., 2020). Zero on the line;
+    positive above it, i.e. more robust than its in-distribution score explains. Returns ``(R,)`` float64.
+    """
+    x = _logit(_check_fractions(in_distribution, "in_distribution"))
+    y = _check_fractions(shifted, "shifted")
+    if len(x) != len(y):
+        raise ValueError(f"in_distribution and shifted must hold one value per run, got {len(x)} and {len(y)}")
+    slope, intercept = line
+    return y - torch.sigmoid(slope * x + intercept)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Model-facing helpers: anything with encode_image / encode_text, and a tokenizer with tokenize
 

@@ -16,11 +16,13 @@ from minclip.evaluate import (
     binding_evaluate,
     confusion_matrix,
     distinct_images,
+    effective_robustness,
     encode_images,
     encode_texts,
     format_report,
     retrieval_evaluate,
     retrieval_recall,
+    robustness_line,
     similarity_matrix,
     topk_accuracy,
     unseen_artist_report,
@@ -429,3 +431,46 @@ def test_format_report_aligns_nested_metrics_with_their_chance_levels():
         "metric", "among_all_images.text_to_image.R@1", "unseen_artists.fluent_color.heldout_compositions.R@1"]
     assert lines[2].split()[1:] == ["50.0%", "11.1%"] and lines[3].split()[1:] == ["25.0%", "25.0%"]
     assert len({line.index("%") for line in lines[2:]}) == 1  # the value column lines up
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Effective robustness: the baseline line on logit axes and the distance above it
+
+
+def test_robustness_line_recovers_a_line_in_logit_space_and_runs_on_it_have_zero_effective_robustness():
+    x = torch.tensor([0.05, 0.2, 0.4, 0.7], dtype=torch.float64)
+    slope, intercept = 0.8, -1.5
+    y = torch.sigmoid(slope * torch.logit(x) + intercept)  # four runs exactly on the line
+    fitted = robustness_line(x, y)
+    assert fitted == pytest.approx((slope, intercept), abs=1e-9)
+    torch.testing.assert_close(effective_robustness(x, y, fitted), torch.zeros(4, dtype=torch.float64), atol=1e-12,
+                               rtol=0)
+
+
+def test_robustness_line_is_least_squares_and_effective_robustness_is_the_gap_above_it():
+    x, y = [0.1, 0.3, 0.5], [0.02, 0.03, 0.08]
+    lx, ly = torch.logit(torch.tensor(x, dtype=torch.float64)), torch.logit(torch.tensor(y, dtype=torch.float64))
+    design = torch.stack([lx, torch.ones(3, dtype=torch.float64)], dim=1)  # (3, 2)
+    slope, intercept = torch.linalg.lstsq(design, ly[:, None]).solution.flatten().tolist()
+    assert robustness_line(x, y) == pytest.approx((slope, intercept), abs=1e-9)
+    # a run above the baseline: the same in-distribution score as the second one, a higher shifted one
+    gap = effective_robustness([0.3], [0.10], (slope, intercept))
+    expected = 0.10 - 1 / (1 + math.exp(-(slope * math.log(0.3 / 0.7) + intercept)))
+    assert gap.item() == pytest.approx(expected, abs=1e-12) and gap.item() > 0
+
+
+@pytest.mark.parametrize("x, y, message", [
+    ([0.1, 25.0], [0.1, 0.2], "strictly between 0 and 1"),
+    ([0.1, 0.0], [0.1, 0.2], "strictly between 0 and 1"),
+    ([0.3], [0.1], "at least two runs"),
+    ([0.3, 0.3], [0.1, 0.2], "at least two runs"),
+    ([0.1, 0.2, 0.3], [0.1, 0.2], "at least two runs"),
+])
+def test_robustness_line_rejects_what_it_cannot_fit(x, y, message):
+    with pytest.raises(ValueError, match=message):
+        robustness_line(x, y)
+
+
+def test_effective_robustness_needs_one_shifted_value_per_run():
+    with pytest.raises(ValueError, match="one value per run"):
+        effective_robustness([0.1, 0.2], [0.1], (1.0, 0.0))
