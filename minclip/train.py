@@ -53,6 +53,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # text bars: they work in terminals and notebooks alike
 
+from .captioned import CaptionedData
 from .data import ARTISTS, DistinctBatchSampler, EmojiDataset, augment, to_model_input
 from .evaluate import heldout_report, retrieval_evaluate
 from .loss import SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE, distributed_clip_loss, distributed_siglip_loss
@@ -67,6 +68,7 @@ MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the inverse temperature at 100
 DATASETS = ("emoji", "shapes")
 LOSSES = ("clip", "siglip")
 PRECISIONS = ("auto", "fp32", "bf16")
+TOKENIZERS = ("learn", "openai")
 
 
 @dataclass
@@ -74,7 +76,7 @@ class TrainConfig:
     """Every choice of a training run. The defaults are the main job (the `tiny` preset on the emoji set)."""
 
     preset: str = "tiny"  # CLIPConfig preset for the model
-    data: str = "emoji"  # "emoji" (the shipped bilingual set) or "shapes" (procedural, for the binding test)
+    data: str = "emoji"  # "emoji" (the shipped bilingual set), "shapes" (procedural), or a path to your own pairs
     lang: str = "en"  # caption language: "en", "ko" or "both"
     artists: tuple[str, ...] = ("noto",)  # emoji: whose drawings to train on (data.ARTISTS); the others are unseen
     epochs: int = 44  # passes over the training split (44 fit the 5-minute CPU budget of the main job: 227 s)
@@ -97,10 +99,18 @@ class TrainConfig:
     fixed_logit_scale: float | None = None  # a constant inverse temperature (review: 1.0, raw cosines); None: learned
     freeze_image_tower: bool = False  # review: the image backbone never trains (only its final projection does)
     model: dict = field(default_factory=dict)  # CLIPConfig fields overriding the preset, e.g. {"text_pooling": "first"}
+    # --- your own captioned images (data = a CSV/TSV or JSONL file, a folder, or tar shards; see minclip.captioned) ---
+    image_key: str | None = None  # the image-path column (CSV/TSV; None: "filepath") or key (JSONL; None: "image")
+    caption_key: str | None = None  # the caption column (None: "title") or key (None: "caption")
+    split_key: str | None = None  # a column/key saying "train" or "val"/"test" (held out); None: use val_fraction
+    val_fraction: float = 0.0  # share of the distinct images (of the shards) held out for recall@K; 0: none
+    tokenizer: str = "learn"  # "learn": BPE learned from the training captions; "openai": OpenAI's 49,408 tokens
+    workers: int = 0  # DataLoader worker processes decoding images; 0: the training process decodes them
 
     def __post_init__(self):
-        if self.data not in DATASETS:
-            raise ValueError(f"data must be one of {DATASETS}, got {self.data!r}")
+        if not isinstance(self.data, str) or not self.data.strip():
+            raise ValueError(f"data must be one of {DATASETS} or the path of your own data set, got {self.data!r}")
+        self._check_own_data_options()
         if self.lang not in ("en", "ko", "both"):
             raise ValueError(f"lang must be 'en', 'ko' or 'both', got {self.lang!r}")
         self.artists = tuple(self.artists)  # JSON round trips (checkpoints) turn tuples into lists
@@ -142,6 +152,40 @@ class TrainConfig:
         if self.loss == "siglip" and "init_logit_bias" in self.model and bias is None:
             raise ValueError("loss='siglip' learns a bias: model init_logit_bias must be a number "
                              f"(SigLIP starts at {SIGLIP_INIT_BIAS}), not None")
+
+
+    @property
+    def own_data(self) -> bool:
+        """Whether `data` is the user's data set (a path) rather than a shipped one."""
+        return self.data not in DATASETS
+
+    def _check_own_data_options(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+        if not _is_int(self.workers) or self.workers < 0:
+            raise ValueError(f"workers must be an int >= 0 (0: decode in the training process), got {self.workers!r}")
+        for name in ("image_key", "caption_key", "split_key"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name} must be a column name (or None for the default), got {value!r}")
+        _check_range("val_fraction", self.val_fraction, 0, 0.9, "a share of the images held out; 0: none",
+                     low_open=False)
+        if self.split_key is not None and self.val_fraction:
+            raise ValueError(f"split_key={self.split_key!r} already says which rows are held out: leave val_fraction "
+                             f"at 0 (got {self.val_fraction!r})")
+        if not self.own_data:
+            changed = [name for name in ("image_key", "caption_key", "split_key", "val_fraction", "tokenizer",
+                                         "workers") if getattr(self, name) != _OWN_DATA_DEFAULTS[name]]
+            if changed:
+                raise ValueError(f"{changed[0]} is an option of your own data (data = a path); the shipped "
+                                 f"{self.data!r} set has its own splits and learns its vocabulary")
+        elif self.lang != "en" or self.family_batches:
+            raise ValueError("lang and family_batches are options of the shipped sets; your captions are used as "
+                             "they are written (any language)")
+
+
+_OWN_DATA_DEFAULTS = {"image_key": None, "caption_key": None, "split_key": None, "val_fraction": 0.0,
+                      "tokenizer": "learn", "workers": 0}
 
 
 def _is_int(value) -> bool:
@@ -725,21 +769,36 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
         _check_resumable(resumed, config, checkpoint_path)
 
     image_size = CLIPConfig.preset(config.preset, **config.model).image_size
-    train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed, artists=config.artists)
-    families = [record["family"] for record in train_set.records] if config.family_batches and config.data == "emoji" \
-        else None
-    sampler = DistinctBatchSampler(lambda epoch: epoch_captions(train_set, epoch), config.batch_size,
-                                   groups=getattr(train_set, "duplicate_groups", None), drop_last=True,
-                                   seed=config.seed, families=families)
-    steps_per_epoch = len(sampler.batches(0))
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size={config.batch_size} leaves no full batch of distinct pairs in the "
-                         f"{len(train_set.images)} training pairs of {config.data!r}, so no step would run; "
-                         f"use a smaller batch size")
+    own = None  # your own data set (a path): read from disk step by step, see minclip.captioned
+    if config.own_data:
+        own = CaptionedData(config.data, image_size, config.batch_size, processes.rank, processes.world_size,
+                            config.seed, config.val_fraction, config.split_key, config.image_key, config.caption_key,
+                            config.workers)
+        steps_per_epoch = own.steps_per_epoch
+        if resumed is not None and resumed.get("data_index", own.fingerprint()) != own.fingerprint():
+            raise ValueError(f"{config.data} has changed since {checkpoint_path} was written (then "
+                             f"{resumed['data_index']}, now {own.fingerprint()}), so its step no longer says where "
+                             "the run stopped; resume on the same data, or start a new run in another folder")
+    else:
+        train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed, artists=config.artists)
+        families = [record["family"] for record in train_set.records] \
+            if config.family_batches and config.data == "emoji" else None
+        sampler = DistinctBatchSampler(lambda epoch: epoch_captions(train_set, epoch), config.batch_size,
+                                       groups=getattr(train_set, "duplicate_groups", None), drop_last=True,
+                                       seed=config.seed, families=families)
+        steps_per_epoch = len(sampler.batches(0))
+        if steps_per_epoch == 0:
+            raise ValueError(f"batch_size={config.batch_size} leaves no full batch of distinct pairs in the "
+                             f"{len(train_set.images)} training pairs of {config.data!r}, so no step would run; "
+                             f"use a smaller batch size")
     if resumed is not None:
         model, tokenizer = model_from_checkpoint(resumed)
+    elif config.tokenizer == "openai":
+        tokenizer = BPETokenizer.openai()
+        model = build_model(config, tokenizer)
     else:
-        tokenizer = BPETokenizer.train(tokenizer_corpus(train_set), config.vocab_size)
+        corpus = own.tokenizer_corpus() if own is not None else tokenizer_corpus(train_set)
+        tokenizer = BPETokenizer.train(corpus, config.vocab_size)
         model = build_model(config, tokenizer)
     freeze_for_recipe(model, config).to(device)
     context_length = model.config.context_length
@@ -773,7 +832,10 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
     def save() -> None:
         nonlocal saved_step
         if processes.is_main and checkpoint_path is not None and saved_step != step:
-            save_checkpoint(checkpoint_path, _state(model, tokenizer, config, optimizer, scheduler, step, history))
+            state = _state(model, tokenizer, config, optimizer, scheduler, step, history)
+            if own is not None:  # what the step means on disk: refuse a resume on changed data
+                state["data_index"] = own.fingerprint()
+            save_checkpoint(checkpoint_path, state)
         saved_step = step
 
     autocast = make_autocast(config.precision, device)
@@ -781,31 +843,57 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
                unit="step")
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     saved_at = time.monotonic()
+    def sum_over_processes(counts: torch.Tensor) -> None:  # in place; NCCL adds tensors on the GPU only
+        on_device = counts.to(device)
+        dist.all_reduce(on_device)
+        counts.copy_(on_device.cpu())
+
+    warn_problems = (lambda: own.warn_problems(sum_over_processes if processes.world_size > 1 else None)) \
+        if own is not None else (lambda: None)  # your data: the one warning about unusable samples
     with StopSignals() as stop:
         while step < end:
             epoch, position = divmod(step, steps_per_epoch)
-            captions = epoch_captions(train_set, epoch)
-            tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
-            images_all = epoch_images(train_set, epoch)  # (N, S, S, 3) uint8: this epoch's drawings
-            batches = sampler.batches(epoch)
+            if own is None:
+                captions = epoch_captions(train_set, epoch)
+                tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
+                images_all = epoch_images(train_set, epoch)  # (N, S, S, 3) uint8: this epoch's drawings
+                batches = sampler.batches(epoch)[position:]
+            else:  # this process's share of every batch, read from disk: (images (n, S, S, 3) uint8, captions)
+                batches = own.batches(epoch, position)
             model.train()
-            for batch in batches[position:]:
+            for batch in batches:
                 if step >= end:
                     break
                 if any_process(stop.received is not None, device):  # Ctrl-C or SIGTERM: save, stop between steps
                     bar.close()
                     save()
+                    warn_problems()
                     processes.barrier()
                     raise TrainingInterrupted(step, checkpoint_path, stop.received or signal.SIGTERM)
                 tick = time.perf_counter()
-                index = torch.tensor(batch)
-                images = images_all[index]  # (B, S, S, 3) uint8
-                if config.augment:  # the whole global batch, in every process: the shifts and flips of one process
-                    generator = step_generator(config.seed, step)
-                    images = augment(images, [captions[i] for i in batch], generator=generator)
-                tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T): same, less work
-                mine = processes.shard(len(batch))  # this process's rows (all of them when alone)
-                images, tokens = to_model_input(images[mine]).to(device), tokens[mine].to(device)  # (n,3,S,S), (n,T')
+                if own is None:
+                    index = torch.tensor(batch)
+                    images = images_all[index]  # (B, S, S, 3) uint8
+                    if config.augment:  # the whole global batch, in every process: the shifts and flips of one
+                        generator = step_generator(config.seed, step)
+                        images = augment(images, [captions[i] for i in batch], generator=generator)
+                    tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T): less work
+                    mine = processes.shard(len(batch))  # this process's rows (all of them when alone)
+                    images, tokens = images[mine], tokens[mine]  # (n, S, S, 3), (n, T')
+                else:
+                    images, batch_captions = batch  # (n, S, S, 3): n < B / W where samples were unusable
+                    if any_process(not batch_captions, device):  # a process holds no usable sample: nobody steps
+                        scheduler.step()
+                        step += 1
+                        bar.update(1)
+                        continue
+                    if config.augment:  # each process its own rows, with a generator of its own per step
+                        generator = step_generator(config.seed, step * processes.world_size + processes.rank)
+                        images = augment(images, batch_captions, generator=generator)
+                    tokens = tokenizer.tokenize(batch_captions, context_length, truncate=True)  # (n, T)
+                    tokens = trim_padding(tokens, tokenizer.eot_token_id)  # (n, T' <= T)
+                    batch = range(config.batch_size)  # for the pairs/s shown
+                images, tokens = to_model_input(images).to(device), tokens.to(device)  # (n, 3, S, S), (n, T')
                 loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast, config.loss, towers)
                 scheduler.step()
                 step += 1
@@ -825,11 +913,16 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
             end_of_epoch = step % steps_per_epoch == 0 or step >= total_steps
             finished_epochs = math.ceil(step / steps_per_epoch)
             evaluate = step >= total_steps or (config.eval_every and finished_epochs % config.eval_every == 0)
+            if end_of_epoch:
+                warn_problems()  # after the first epoch (all processes at once): every unusable sample was met
             if end_of_epoch and evaluate:
                 if processes.is_main:  # one process evaluates and writes; every process holds the same model
-                    metrics = validation_metrics(model, tokenizer, config, image_size)
-                    history["val"].append({"step": step, **metrics})
-                    bar.write(f"epoch {finished_epochs}: val " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                    metrics = validation_metrics(model, tokenizer, config, image_size) if own is None \
+                        else own.validation_metrics(model, tokenizer)
+                    if metrics:  # your data without a held-out part has none
+                        history["val"].append({"step": step, **metrics})
+                        bar.write(f"epoch {finished_epochs}: val "
+                                  + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
                 processes.barrier()
             if end_of_epoch:
                 save()  # at least one checkpoint per epoch
@@ -837,12 +930,16 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
         if stop.received is not None:  # asked to stop during the last evaluation
             bar.close()
             save()
+            warn_problems()
             processes.barrier()
             raise TrainingInterrupted(step, checkpoint_path, stop.received)
     bar.close()
+    warn_problems()
     report = {}
     if processes.is_main:
-        if step >= total_steps:  # finished (not interrupted on purpose by stop_after): the held-out report
+        if step >= total_steps and own is not None:  # finished: the held-out report
+            report = own.heldout_report(model, tokenizer)
+        elif step >= total_steps:  # finished (not interrupted on purpose by stop_after): the held-out report
             report = heldout_report(model, tokenizer, config.data, config.lang, image_size, seed=config.seed,
                                     unseen_artists=unseen_artists(config.data, config.artists))
         save()
@@ -874,7 +971,8 @@ _DEFAULTS = dataclasses.asdict(TrainConfig())  # fills options added after a che
 
 # options that change how long a run is or how often it reports, not what it computes: a resume may change them
 CONTINUABLE = ("epochs", "max_steps", "eval_every")
-_NEVER_COMPARED = ("save_every_minutes",)  # how often a checkpoint is written changes nothing in the run
+_NEVER_COMPARED = ("save_every_minutes", "workers")  # how often a checkpoint is written, or how many processes
+# decode the images, changes nothing in the run
 
 
 def option_differences(state: dict, config: TrainConfig) -> dict[str, tuple]:
