@@ -10,6 +10,8 @@ TORCH  ?= torch==2.13.0
 # Reference implementations the tests compare against, installed without their dependencies
 # (we import single files from them: clip/model.py, clip/simple_tokenizer.py, open_clip/loss.py).
 REFERENCES ?= clip-anytorch==2.6.0 open-clip-torch==3.3.0
+# WebDataset's own writer, to check that minclip reads the tar shards it writes (tests skip without it)
+REFERENCES += webdataset==1.0.2 braceexpand==0.1.7
 
 .PHONY: setup train test bench clean
 setup: $(VENV)/.installed

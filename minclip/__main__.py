@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -48,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                     "averaged (DistributedDataParallel; NCCL on GPUs, gloo on the CPU), and only rank 0 shows "
                     "progress and writes files. The result is that of one process with the same options.")
     train.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size (default: tiny)")
-    train.add_argument("--data", default="emoji", choices=list(DATASETS), help="data set (default: emoji)")
+    train.add_argument("--data", default="emoji", metavar="DATA",
+                       help=f"{' or '.join(DATASETS)} (shipped), or your own pairs: a .csv/.tsv file with a header, a "
+                            ".jsonl file, a folder of images each with a .txt caption, or tar shards such as "
+                            "'shards-{000..009}.tar' (default: emoji)")
     train.add_argument("--lang", default="en", choices=list(LANGS), help="caption language (default: en)")
     train.add_argument("--artists", nargs="+", default=["noto"], choices=list(ARTISTS), metavar="ARTIST",
                        help=f"emoji: train on these artists' drawings, one per emoji and epoch; the report tests "
@@ -82,6 +86,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="train only the image tower's final projection (the review's frozen backbone)")
     review.add_argument("--text-pooling", choices=["eot", "first"],
                         help="'first': bidirectional text attention pooled at the first token (BERT-style [CLS])")
+    own = train.add_argument_group("your own data (--data PATH; see minclip/captioned.py)")
+    own.add_argument("--image-key", metavar="NAME",
+                     help="the image-path column of a CSV/TSV (default: filepath) or key of a JSONL file (image)")
+    own.add_argument("--caption-key", metavar="NAME", help="the caption column (default: title) or key (caption)")
+    own.add_argument("--split-key", metavar="NAME",
+                     help="a column (key) saying train or val/test for each row: the val/test rows are held out")
+    own.add_argument("--val-fraction", type=float, metavar="F",
+                     help="share of the images (of tar shards: of the shards) held out for recall@K "
+                          "(default: 0.05, or 0 with --split-key)")
+    own.add_argument("--tokenizer", choices=["learn", "openai"], default="learn",
+                     help="'learn': a BPE vocabulary learned from your captions; 'openai': OpenAI's 49,408 tokens "
+                          "(default: learn)")
+    own.add_argument("--workers", type=int, default=0,
+                     help="processes decoding images beside training (default: 0, decode in the training process)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     evaluate = commands.add_parser("eval", help="print the held-out report of a checkpoint",
@@ -144,13 +162,19 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args) -> int:
     from . import plots
     from .evaluate import format_report
-    from .train import TrainConfig, check_output_folder, read_checkpoint, train
+    from .train import DATASETS, TrainConfig, check_output_folder, read_checkpoint, train
 
     temperature = args.fixed_temperature
     if temperature is not None and not (math.isfinite(temperature) and temperature >= 0.01):
         raise UsageError(f"--fixed-temperature must be a finite number >= 0.01 (CLIP clamps the temperature there), "
                          f"got {temperature}")
-    out = Path(args.out or f"runs/{args.preset.replace('/', '-')}-{args.data}-{args.lang}")
+    own_data = args.data not in DATASETS
+    if not own_data and any(value is not None for value in (args.image_key, args.caption_key, args.split_key,
+                                                            args.val_fraction)):
+        raise UsageError(f"--image-key, --caption-key, --split-key and --val-fraction are for your own data "
+                         f"(--data PATH); the shipped {args.data!r} set has its own splits")
+    data_name = re.sub(r"[^\w.-]+", "-", Path(args.data.split("{")[0]).stem).strip("-") or "data"
+    out = Path(args.out or f"runs/{args.preset.replace('/', '-')}-{data_name}-{args.lang}")
     check_output_folder(out)
     stored = None
     if args.resume:
@@ -165,6 +189,13 @@ def _train(args) -> int:
          else inherited.get("max_steps")),
         ("fixed_logit_scale", None if temperature is None else 1 / temperature)) if value is not None}
     model_overrides = {"text_pooling": args.text_pooling} if args.text_pooling else {}
+    if own_data:
+        overrides.update(image_key=args.image_key, caption_key=args.caption_key, split_key=args.split_key,
+                         val_fraction=args.val_fraction if args.val_fraction is not None
+                         else 0.0 if args.split_key else 0.05, tokenizer=args.tokenizer, workers=args.workers)
+    elif args.tokenizer != "learn" or args.workers:
+        raise UsageError("--tokenizer and --workers are for your own data (--data PATH); the shipped sets learn "
+                         "their vocabulary and are read from memory")
     try:
         config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, artists=tuple(args.artists),
                              seed=args.seed, loss=args.loss,
@@ -181,9 +212,11 @@ def _train(args) -> int:
     (out / "metrics.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
     plots.save(plots.training_curves(result.history, title=f"{args.preset} on {args.data} ({args.lang})"),
                out / "training_curves.png")
-    for name, figure in plots.report_figures(result.model, result.tokenizer, config.data, config.lang, seed=config.seed).items():
-        plots.save(figure, out / f"{name}.png")
-    print(format_report(result.report))
+    if not own_data:  # the galleries rank the shipped sets' held-out pairs
+        for name, figure in plots.report_figures(result.model, result.tokenizer, config.data, config.lang,
+                                                 seed=config.seed).items():
+            plots.save(figure, out / f"{name}.png")
+    print(format_report(result.report) if result.report else "no held-out report: nothing was held out")
     print(f"trained in {result.seconds:.0f} s; wrote {out}/checkpoint.pt, metrics.json and plots")
     return 0
 
@@ -192,7 +225,9 @@ def _train(args) -> int:
 FLAGS = {"preset": "--preset", "data": "--data", "lang": "--lang", "artists": "--artists", "epochs": "--epochs",
          "batch_size": "--batch-size", "loss": "--loss", "lr": "--lr", "precision": "--precision", "seed": "--seed", "max_steps": "--max-steps",
          "save_every_minutes": "--save-every-minutes", "fixed_logit_scale": "--fixed-temperature",
-         "freeze_image_tower": "--freeze-image-tower"}
+         "freeze_image_tower": "--freeze-image-tower", "image_key": "--image-key", "caption_key": "--caption-key",
+         "split_key": "--split-key", "val_fraction": "--val-fraction", "tokenizer": "--tokenizer",
+         "workers": "--workers"}
 
 
 def _as_flags(message: str) -> str:
@@ -228,7 +263,8 @@ def _check_resume(state: dict, config, out: Path) -> None:
     defaults = dataclasses.asdict(TrainConfig())  # the command line's defaults too: only other values need a flag
     words = [_flag(name, stored[name]) for name in ("preset", "data", "lang", "artists", "batch_size", "loss", "lr",
                                                     "precision", "seed", "fixed_logit_scale", "freeze_image_tower",
-                                                    "model")
+                                                    "model", "image_key", "caption_key", "split_key", "val_fraction",
+                                                    "tokenizer")
              if name in stored and stored[name] != defaults[name]]
     command = " ".join(["python -m minclip train --out", str(out), "--resume", *filter(None, words)])
     advice = f"continue it with: {command}" if len(settable) == len(differ) else \
@@ -248,6 +284,18 @@ def _eval(args) -> int:
     state = read_checkpoint(args.checkpoint)
     model, _, tokenizer = load(args.checkpoint)
     config = {"data": "emoji", "lang": "en", "seed": 0, "artists": ("noto",), **state["train_config"]}
+    if config["data"] not in ("emoji", "shapes"):  # your own data: its held-out part, read again from disk
+        from .captioned import CaptionedData
+
+        own = CaptionedData(config["data"], model.config.image_size, config["batch_size"], seed=config["seed"],
+                            val_fraction=config.get("val_fraction", 0.0), split_key=config.get("split_key"),
+                            image_key=config.get("image_key"), caption_key=config.get("caption_key"))
+        report = own.heldout_report(model, tokenizer)
+        if not report:
+            raise UsageError(f"{args.checkpoint} was trained on {config['data']} with nothing held out: there is "
+                             "no held-out report (train with --val-fraction or --split-key)")
+        print(format_report(report))
+        return 0
     report = heldout_report(model, tokenizer, config["data"], config["lang"], model.config.image_size,
                             seed=config["seed"], unseen_artists=unseen_artists(config["data"], config["artists"]))
     print(format_report(report))

@@ -197,7 +197,7 @@ def test_consumed_per_worker_inverts_the_dataloaders_round_robin():
 def test_shards_are_split_over_processes_and_workers_without_duplicates_and_resume_in_place(tmp_path, workers):
     pattern = write_shards(tmp_path, 24, 5)  # uneven shards: 5, 5, 5, 5, 4 samples
     ranks = [CaptionedData(pattern, SIZE, batch_size=4, rank=r, world_size=2, workers=workers) for r in range(2)]
-    assert ranks[0].steps_per_epoch == ranks[1].steps_per_epoch == 4  # min(15, 9) // 2: both take as many steps
+    assert ranks[0].steps_per_epoch == ranks[1].steps_per_epoch == 5  # shards 0, 2, 4 | 1, 3: min(14, 10) // 2
     for epoch in (0, 1):
         seen = [_pairs(rank, epoch, workers=workers) for rank in ranks]
         everything = seen[0] + seen[1]
@@ -236,6 +236,23 @@ def test_unusable_rows_are_skipped_and_counted_in_one_warning(tmp_path):
     assert len(result.history["loss"]) == 2 * 5  # 13 rows, 10 listed (the unreadable one too) // 2 per step
 
 
+def test_a_batch_without_a_usable_sample_is_passed_over_by_every_process(tmp_path):
+    write_shards(tmp_path, 6, 1)  # one shard: its own order, samples 0..5
+    with tarfile.open(tmp_path / "shard-000.tar") as tar:  # rewrite it with the images of samples 2 and 3 damaged
+        members = [(member, tar.extractfile(member).read()) for member in tar]
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
+        for member, payload in members:
+            if member.name in ("000002.png", "000003.png"):
+                payload = b"damaged"
+                member.size = len(payload)
+            tar.addfile(member, io.BytesIO(payload))
+    with pytest.warns(UserWarning, match=r"skipped 2 unusable samples of the data \(2 unreadable image\)"):
+        result = train(TrainConfig(data=str(tmp_path / "shard-{000..000}.tar"), **{**NANO, "batch_size": 2}),
+                       progress=False)
+    assert len(result.history["loss"]) == 2 * 2  # 3 steps per epoch; the second one had nothing to learn from
+    assert result.history["step"] == [1, 3, 4, 6]
+
+
 def test_empty_or_unusable_data_sets_are_refused_before_training(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(ValueError, match="empty.csv is empty: it needs a header row"):
@@ -250,7 +267,7 @@ def test_empty_or_unusable_data_sets_are_refused_before_training(tmp_path):
         CaptionedData(str(tmp_path / "junk.csv"), SIZE, batch_size=2)
     with pytest.raises(ValueError, match="no such file or folder"):
         CaptionedData(str(tmp_path / "missing.jsonl"), SIZE, batch_size=2)
-    with pytest.raises(ValueError, match="shard .*shard-009.tar does not exist"):
+    with pytest.raises(ValueError, match=r"shard .*shard-002.tar does not exist; check the name and the \{000..009\} range"):
         CaptionedData(write_shards(tmp_path / "s", 4, 2).replace("001", "009"), SIZE, batch_size=2)
     with pytest.raises(ValueError, match="2 training shards cannot be shared by 3 processes"):
         CaptionedData(write_shards(tmp_path / "t", 6, 2), SIZE, batch_size=3, world_size=3)

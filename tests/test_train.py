@@ -211,8 +211,10 @@ def test_a_run_on_several_artists_reports_the_others_as_unseen(tmp_path):
 
 
 def test_bad_training_options():
-    with pytest.raises(ValueError, match="data must be one of"):
-        TrainConfig(data="cifar")
+    with pytest.raises(ValueError, match="data must be one of .* or the path of your own data set"):
+        TrainConfig(data="")
+    with pytest.raises(ValueError, match="data 'cifar': no such file or folder; give emoji, shapes, a .csv"):
+        train(TrainConfig(data="cifar"), progress=False)  # a name that is not shipped is a path: checked at the start
     with pytest.raises(ValueError, match="batch_size must be at least 2"):
         TrainConfig(batch_size=1)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
