@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -246,6 +247,8 @@ def _flag(name: str, value) -> str:
         return f"--text-pooling {value['text_pooling']}" if value.get("text_pooling") else ""
     if name == "artists":
         return f"--artists {' '.join(value)}"
+    if name == "data":  # a path may hold spaces, and the braces of shard patterns, which a shell would expand
+        return f"--data {shlex.quote(value)}"
     return "" if value is None else f"{FLAGS[name]} {value}"
 
 

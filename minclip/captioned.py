@@ -63,7 +63,7 @@ HELD_OUT_VALUES = ("val", "valid", "validation", "test")
 VAL_LIMIT = 1000  # at most this many held-out images are decoded for recall@K (all of them live in memory)
 TOKENIZER_SAMPLE = 50_000  # the vocabulary is learned from at most this many training captions
 PROBE = 16  # before training, decode up to this many images: none readable means an unusable data set
-Item = tuple  # (image uint8 (S, S, 3) or None, caption str, problem str or None): one sample as the stream yields it
+Item = tuple  # (image uint8 (S, S, 3) or None, caption, None or "reason: name"): a sample as the stream yields it
 
 
 # --------------------------------------------------------------------------------------------- formats and paths
@@ -159,15 +159,16 @@ DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError)  # what PIL raises 
 
 
 def _read_pair(source, caption: str, size: int, name: str) -> Item:
-    """(image, caption, None), or (None, caption, reason) when the pair cannot be used: never raises for bad data."""
+    """(image, caption, None), or (None, caption, "reason: name") when the pair cannot be used: never raises for bad
+    data. `name` (the file, or the sample's key in its shard) is for the warning."""
     if not caption.strip():
-        return None, caption, "empty caption"
+        return None, caption, f"empty caption: {name}"
     try:
         return decode_image(source, size), caption, None
     except FileNotFoundError:
-        return None, caption, "missing file"
+        return None, caption, f"missing file: {name}"
     except DECODE_ERRORS:
-        return None, caption, "unreadable image"
+        return None, caption, f"unreadable image: {name}"
 
 
 # --------------------------------------------------------------------------------------------- index files, folders
@@ -414,7 +415,8 @@ class ShardStream(IterableDataset):
                     if "txt" not in parts or image is None:
                         continue  # not counted by count_shard either
                     caption = parts["txt"].decode("utf-8", errors="replace")
-                    yield _read_pair(parts[image], " ".join(caption.split()), self.image_size, key)
+                    name = f"{Path(self.shards[i]).name}:{key}.{image}"
+                    yield _read_pair(parts[image], " ".join(caption.split()), self.image_size, name)
                     tar.members = []  # tarfile keeps every header it read: forget them, memory stays flat
             skip = 0
 
@@ -441,6 +443,15 @@ def _samples_skipping(tar: tarfile.TarFile, skip: int) -> Iterator[tuple[str, di
         yield key, parts
 
 
+def _leave_signals_to_training(_worker: int) -> None:
+    """In a DataLoader worker: ignore Ctrl-C and SIGTERM. The training process receives them too, finishes its step,
+    writes the checkpoint and then shuts its workers down; a worker that died first would fail the step instead."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 # --------------------------------------------------------------------------------------------- what training uses
 class CaptionedData:
     """A user's data set as training reads it: per-process sample streams, a held-out set, the problem count.
@@ -463,7 +474,8 @@ class CaptionedData:
                  seed: int = 0, val_fraction: float = 0.0, split_key: str | None = None,
                  image_key: str | None = None, caption_key: str | None = None, workers: int = 0):
         self.data, self.kind = data, data_format(data)
-        self.image_size, self.rank, self.world_size, self.seed, self.workers = image_size, rank, world_size, seed, workers
+        self.image_size, self.seed, self.workers = image_size, seed, workers
+        self.rank, self.world_size = rank, world_size
         self.local_batch = batch_size // world_size
         self.problems = Problems()
         self._heldout = None
@@ -524,7 +536,7 @@ class CaptionedData:
         """Decode the first images; if none is usable, the data set is refused now rather than after an epoch."""
         items = list(itertools.islice(self.items(0, 0, workers=0), PROBE))
         if items and all(image is None for image, _, _ in items):
-            reasons = Counter(problem for _, _, problem in items)
+            reasons = Counter(problem.partition(": ")[0] for _, _, problem in items)
             raise ValueError(f"none of the first {len(items)} training pairs of {self.data} can be used ("
                              + ", ".join(f"{n} {reason}" for reason, n in reasons.items())
                              + "): are these image files PIL can open?")
@@ -540,11 +552,12 @@ class CaptionedData:
         skip = position * self.local_batch
         if self.kind == "shards":
             stream = ShardStream(self.shards, self.sizes, self.image_size, self.seed, epoch, skip, workers)
-            loader = DataLoader(stream, batch_size=None, num_workers=workers)
+            loader = DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=_leave_signals_to_training)
         else:
             mine = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
             order = [i for batch in self.sampler.batches(epoch)[position:] for i in batch[mine]]
-            loader = DataLoader(self.dataset, batch_size=None, sampler=order, num_workers=workers)
+            loader = DataLoader(self.dataset, batch_size=None, sampler=order, num_workers=workers,
+                                worker_init_fn=_leave_signals_to_training)
         return iter(loader)
 
     def batches(self, epoch: int, position: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
@@ -558,7 +571,8 @@ class CaptionedData:
                     images.append(image)
                     captions.append(caption)
                 elif epoch == 0:  # the same samples fail every epoch: count them once
-                    self.problems.add(problem, caption[:40] or "(no caption)")
+                    reason, _, name = problem.partition(": ")
+                    self.problems.add(reason, Path(name).name)
             empty = torch.empty(0, self.image_size, self.image_size, 3, dtype=torch.uint8)
             yield (torch.stack(images) if images else empty), captions
 

@@ -104,7 +104,7 @@ class TrainConfig:
     caption_key: str | None = None  # the caption column (None: "title") or key (None: "caption")
     split_key: str | None = None  # a column/key saying "train" or "val"/"test" (held out); None: use val_fraction
     val_fraction: float = 0.0  # share of the distinct images (of the shards) held out for recall@K; 0: none
-    tokenizer: str = "learn"  # "learn": BPE learned from the training captions; "openai": OpenAI's 49,408 tokens
+    tokenizer: str = "learn"  # "learn": a BPE of vocab_size tokens from the captions; "openai": OpenAI's 49,408 tokens
     workers: int = 0  # DataLoader worker processes decoding images; 0: the training process decodes them
 
     def __post_init__(self):
@@ -152,7 +152,6 @@ class TrainConfig:
         if self.loss == "siglip" and "init_logit_bias" in self.model and bias is None:
             raise ValueError("loss='siglip' learns a bias: model init_logit_bias must be a number "
                              f"(SigLIP starts at {SIGLIP_INIT_BIAS}), not None")
-
 
     @property
     def own_data(self) -> bool:

