@@ -513,8 +513,7 @@ class CaptionedData:
             raise ValueError("tar shards pair an image with the .txt of the same name: split_key, image_key and "
                              "caption_key are for CSV/TSV and JSONL files (hold shards out with val_fraction)")
         shards = expand_braces(self.data)
-        held = round(val_fraction * len(shards)) if val_fraction > 0 else 0
-        held = max(held, 1) if val_fraction > 0 else 0
+        held = max(1, round(val_fraction * len(shards))) if val_fraction > 0 else 0  # whole shards, at least one
         if held >= len(shards):
             raise ValueError(f"val_fraction={val_fraction} holds out all {len(shards)} shards of {self.data}; hold "
                              "out fewer, or give more shards")
