@@ -445,7 +445,9 @@ def _samples_skipping(tar: tarfile.TarFile, skip: int) -> Iterator[tuple[str, di
 
 def _leave_signals_to_training(_worker: int) -> None:
     """In a DataLoader worker: ignore Ctrl-C and SIGTERM. The training process receives them too, finishes its step,
-    writes the checkpoint and then shuts its workers down; a worker that died first would fail the step instead."""
+    writes the checkpoint and then shuts its workers down. A worker forked on Linux inherits the training process's
+    handler, which only notes the request; one started by spawn (macOS, Windows) would die on Ctrl-C and fail the
+    next step, before the checkpoint is written."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -311,6 +311,32 @@ def test_training_on_shards_resumes_exactly_and_loads_with_minclip_load(tmp_path
                                                                                  "steps_per_epoch": 3}
 
 
+def test_ctrl_c_with_loader_workers_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+    import multiprocessing
+    import signal
+
+    from minclip.train import TrainingInterrupted
+
+    config = TrainConfig(data=write_shards(tmp_path / "shards", 16, 4), workers=2, **{**NANO, "batch_size": 8})
+    straight = train(config, out=tmp_path / "straight", progress=False)
+    real, calls = train_module.train_step, []
+
+    def step_then_ctrl_c(*args, **kwargs):  # a terminal's Ctrl-C reaches the loader's workers too
+        calls.append(real(*args, **kwargs))
+        if len(calls) == 1:  # the next batch is more than the workers have fetched ahead
+            for process in multiprocessing.active_children():
+                os.kill(process.pid, signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return calls[-1]
+
+    monkeypatch.setattr(train_module, "train_step", step_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted, match="SIGINT at step 1: checkpoint written to"):
+        train(config, out=tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    resumed = train(config, out=tmp_path / "cut", resume=True, progress=False)
+    assert resumed.history["loss"] == straight.history["loss"]
+
+
 def test_changed_data_is_refused_on_resume(tmp_path):
     path = write_jsonl(tmp_path, 8)
     config = TrainConfig(data=str(path), **{**NANO, "epochs": 1})
