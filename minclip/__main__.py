@@ -6,6 +6,7 @@
     python -m minclip tokenize "고양이가 나무 위에 있다" [--checkpoint CKPT]
     python -m minclip generate runs/12_shapes/checkpoint.pt "a small red circle to the left of a large blue square"
     torchrun --standalone --nproc_per_node=2 -m minclip train --out runs/two   # two processes share every batch
+    python -m minclip train --data pairs.csv --split-key split --out runs/mine  # your own captioned images
 
 Bad input (a missing, empty, damaged or foreign checkpoint, an option out of range, an output path that cannot be
 written, an empty or too long query, a folder without readable images, an unknown preset) ends with a one-line

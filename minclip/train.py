@@ -8,8 +8,9 @@ What CLIP's paper (Radford et al., 2021, section 2.5) trains with, scaled down t
 - the learnable temperature `logit_scale` (stored as log(1/T)) clamped to at most ln(100) after every step, as CLIP
   does, so the logits cannot grow without bound.
 
-The whole data set is prepared as tensors up front (the emoji set is a few MB), so a step is pure tensor work. Every
-random choice (batch order, caption templates, augmentation) comes from generators seeded by (seed, epoch) or
+The shipped sets are prepared as tensors up front (the emoji set is a few MB), so a step is pure tensor work; your own
+data (`data` = a path: CSV/TSV, JSONL, a folder, tar shards) is read from disk step by step by minclip.captioned,
+each process reading only its share. Every random choice (batch order, caption templates, augmentation) comes from generators seeded by (seed, epoch) or
 (seed, step): resuming from a checkpoint therefore replays exactly the run that was interrupted.
 
 The loss is CLIP's InfoNCE (`loss="clip"`) or SigLIP's pairwise sigmoid (`loss="siglip"`, Zhai et al., 2023), which
@@ -26,7 +27,8 @@ CPU processes (gloo): each encodes its slice of every global batch, the loss gat
 global batch, and PyTorch's DistributedDataParallel averages the gradients, so the run is the single-process run with
 the work shared (tested to float precision). Rank 0 alone shows progress, evaluates and writes files.
 
-How it fits: model.py builds the model, tokenizer.py learns the vocabulary, data.py / shapes.py give the pairs,
+How it fits: model.py builds the model, tokenizer.py learns the vocabulary, data.py / shapes.py / captioned.py give
+the pairs,
 loss.py the objective, evaluate.py the held-out report; `python -m minclip train` (__main__.py) calls `train`.
 """
 
