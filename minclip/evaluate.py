@@ -14,6 +14,9 @@ ranks at random would score), because "recall@5 = 40 %" means little until you k
   which asks whether the model sees the detail that tells siblings apart.
 * Binding accuracy: the true caption against foils that reuse its words in the wrong places ("a red circle and a blue
   square" against "a blue circle and a red square").
+* Unseen artists and effective robustness (Taori et al. 2020; Radford et al. 2021, section 3.3 and Figure 13): the
+  same captions drawn by an artist the model never trained on, and the line that baseline runs follow when recall
+  under that shift is plotted against recall in distribution on logit axes; a run's distance above it.
 
 Ties count against the model throughout: an item's rank is the number of wrong candidates scoring *at least* as high
 as the best correct one. A collapsed model that gives every pair the same score therefore scores 0, not 100 %.

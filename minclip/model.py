@@ -150,7 +150,7 @@ PRESETS: dict[str, dict] = {
     # the CPU tutorial default (the dataclass defaults): 64x64 images in 16x16 patches (17 image tokens), 4 + 4
     # blocks of width 128. Tuned on the emoji set for a 5-minute CPU budget: the cost of a ViT is in its tokens, not
     # its pixels, so the full 64x64 images cost about what 32x32 ones in 8x8 patches do, and the detail they keep
-    # (a hand's shape, a skin tone) lifts held-out recall (see README, "What we tried")
+    # (a hand's shape, a skin tone) lifts held-out recall (see docs/experiments.md, "What we tried")
     "tiny": dict(),
     # a step up, for a GPU or a patient CPU: 64x64 images, 6 + 6 blocks of width 256
     "small": dict(embed_dim=256, image_size=64, patch_size=8, vision_width=256, vision_layers=6, vision_heads=4,

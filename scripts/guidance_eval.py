@@ -1,5 +1,5 @@
 """Measure the three uses of CLIP as a guide (minclip/guidance.py) with the models notebook 12 uses; print the figures
-the README quotes and write them to runs/12_guidance/results.json.
+docs/guidance.md quotes and write them to runs/12_guidance/results.json.
 
     python scripts/guidance_eval.py            # trains the three models first if runs/ lacks them (about 20 min)
     python scripts/guidance_eval.py --quick    # a few captions only, to check that everything runs

@@ -126,6 +126,9 @@ MINCLIP_AS_LEARNER = {
     "guidance": '''
         from minclip.guidance import best_of_n_success, straight_through_one_hot
     ''',
+    "robustness": '''
+        from minclip.evaluate import effective_robustness, robustness_line
+    ''',
 }
 
 
