@@ -18,7 +18,8 @@ How the pairs reach training. An index file or a folder is listed up front (path
 disk) and batched by `DistinctBatchSampler`, with the image path as the group, so the five captions Flickr-style sets
 give each photo never meet in one batch as false negatives. Tar shards *stream*: each process reads its own shards,
 one sample after another, so memory does not grow with the data set; processes (torchrun) own disjoint shards, and
-within a process the DataLoader's workers own disjoint shards of it, so no pair is read twice in an epoch. Shards are
+within a process the DataLoader's workers take turns (worker k of K decodes every K-th sample and seeks over the
+others), so no pair is read twice in an epoch and the order does not depend on the number of workers. Shards are
 shuffled per epoch, samples within a shard are not (WebDataset's answer is a shuffle buffer; here the order stays
 a pure function of (seed, epoch), which is what makes resuming exact).
 
@@ -310,21 +311,27 @@ def _split_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), extension.lower()
 
 
-def _samples(tar: tarfile.TarFile, read: bool) -> Iterator[tuple[str, dict]]:
-    """(key, {extension: bytes or None}) for each run of consecutive members sharing a key; with `read=False` the
-    member data is not read (tarfile seeks over it), which is how a resumed stream skips what it already used."""
-    key, parts = None, {}
+def _samples(tar: tarfile.TarFile, wanted=lambda index: True) -> Iterator[tuple[str, dict | None]]:
+    """(key, {extension: bytes}) for each complete sample of a shard (an image and a .txt sharing a key), in order.
+
+    Only the samples whose index (0, 1, ... over the shard's complete samples) satisfies `wanted` have their data
+    read; the others give (key, None), and tarfile seeks over their bytes. Whether a sample is wanted is decided at
+    its first member, so the archive is read front to back once, never seeking back (a .tar.gz cannot, cheaply).
+    """
+    count, key, parts, read = 0, None, {}, False
     for member in tar:
         if not member.isfile():
             continue
         member_key, extension = _split_name(member.name)
         if member_key != key:
-            if key is not None:
-                yield key, parts
-            key, parts = member_key, {}
+            if key is not None and "txt" in parts and _image_extension(parts):
+                yield key, (parts if read else None)
+                count += 1
+            key, parts, read = member_key, {}, wanted(count)
         parts[extension] = tar.extractfile(member).read() if read else None
-    if key is not None:
-        yield key, parts
+        tar.members = []  # tarfile keeps every header it has read: forget them, memory stays flat
+    if key is not None and "txt" in parts and _image_extension(parts):
+        yield key, (parts if read else None)
 
 
 def _image_extension(parts: dict) -> str | None:
@@ -335,7 +342,7 @@ def count_shard(path: str) -> int:
     """How many samples of a shard hold both an image and a .txt caption (reads the headers only)."""
     try:
         with tarfile.open(path, "r:*") as tar:
-            return sum(1 for _, parts in _samples(tar, read=False) if "txt" in parts and _image_extension(parts))
+            return sum(1 for _ in _samples(tar, wanted=lambda index: False))
     except FileNotFoundError:
         raise ValueError(f"shard {path} does not exist; check the name and the {{000..009}} range") from None
     except tarfile.TarError as error:
@@ -344,7 +351,7 @@ def count_shard(path: str) -> int:
 
 def shard_sizes(shards: list[str]) -> list[int]:
     """The samples of each shard: from `sizes.json` beside the shards if there is one (open_clip's convention,
-    {"shard-000.tar": 10000, ...}, which saves reading every header of a large set), else counted."""
+    {"shard-000.tar": 10000, ...}, which saves reading every header of a large set; it must be right), else counted."""
     sizes_file = Path(shards[0]).parent / "sizes.json"
     if sizes_file.is_file():
         sizes = json.loads(sizes_file.read_text())
@@ -353,94 +360,44 @@ def shard_sizes(shards: list[str]) -> list[int]:
     return [count_shard(s) for s in shards]
 
 
-def consumed_per_worker(totals: list[int], taken: int) -> list[int]:
-    """How many samples each worker has given when `taken` have come out of a DataLoader over their streams.
-
-    A DataLoader with workers yields one sample from each worker in turn (worker 0, 1, ..., K-1, 0, ...), skipping
-    the workers that have run dry; this inverts that order, so a resumed worker knows how far to skip.
-
-        >>> consumed_per_worker([1, 3, 2], 5)   # 0 1 2 | 1 2 : worker 0 is dry after its first sample
-        [1, 2, 2]
-    """
-    counts, level = [0] * len(totals), 0
-    while taken > 0:
-        active = [w for w, total in enumerate(totals) if total > level]
-        if not active:
-            break
-        span = min(totals[w] for w in active) - level  # full rounds until the next worker runs dry
-        if taken >= span * len(active):
-            for w in active:
-                counts[w] += span
-            taken, level = taken - span * len(active), level + span
-        else:
-            full, extra = divmod(taken, len(active))
-            for rank, w in enumerate(active):
-                counts[w] += full + (rank < extra)
-            taken = 0
-    return counts
-
-
 class ShardStream(IterableDataset):
     """One process's samples of one epoch, streamed from its tar shards: (uint8 (S, S, 3) or None, caption, problem).
 
-    `shards` and `sizes` are this process's shards and their sample counts; the epoch's shard order is a seeded
-    shuffle of (seed, epoch). With K DataLoader workers, worker k reads shards k, k + K, ... of that order, and the
-    DataLoader hands out their samples in turn; `skip` samples of that merged stream are passed over (a resumed run)
-    without reading their data.
+    The epoch's order is the process's shards in a seeded shuffle of (seed, epoch), each shard's samples in the order
+    they are stored. `skip` samples of it are passed over (a resumed run): whole shards unopened, then samples
+    unread. With K DataLoader workers, worker k decodes samples skip + k, skip + k + K, ... and seeks over the
+    others' bytes; a DataLoader hands out one sample from each worker in turn, so the stream is the same sequence
+    with any number of workers, and a run may resume with another `--workers`.
     """
 
-    def __init__(self, shards: list[str], sizes: list[int], image_size: int, seed: int, epoch: int, skip: int = 0,
-                 workers: int = 0):
+    def __init__(self, shards: list[str], sizes: list[int], image_size: int, seed: int, epoch: int, skip: int = 0):
         self.image_size, self.skip = image_size, skip
         order = list(range(len(shards)))
         random.Random(seed * 1_000_003 + epoch).shuffle(order)
         self.shards, self.sizes = [shards[i] for i in order], [sizes[i] for i in order]
-        self.workers = max(1, workers)
-
-    def worker_shards(self, worker: int) -> list[int]:
-        return list(range(worker, len(self.shards), self.workers))
 
     def __iter__(self) -> Iterator[Item]:
         info = get_worker_info()
-        worker = info.id if info is not None else 0
-        totals = [sum(self.sizes[i] for i in self.worker_shards(w)) for w in range(self.workers)]
-        skip = consumed_per_worker(totals, self.skip)[worker]
-        for i in self.worker_shards(worker):
-            if skip > 0 and skip >= self.sizes[i]:  # the whole shard was used before the interruption: not even opened
-                skip -= self.sizes[i]
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        start = 0  # the position, in this epoch's order, of the current shard's first sample
+        for path, size in zip(self.shards, self.sizes):
+            if self.skip > 0 and start + size <= self.skip:  # read before the interruption: not even opened
+                start += size
                 continue
-            with tarfile.open(self.shards[i], "r:*") as tar:
-                for key, parts in _samples_skipping(tar, skip):
+
+            def mine(index: int, first: int = start) -> bool:
+                position = first + index
+                return position >= self.skip and (position - self.skip) % workers == worker
+
+            with tarfile.open(path, "r:*") as tar:
+                for key, parts in _samples(tar, mine):
+                    if parts is None:
+                        continue  # another worker's, or before the resume point
                     image = _image_extension(parts)
-                    if "txt" not in parts or image is None:
-                        continue  # not counted by count_shard either
                     caption = parts["txt"].decode("utf-8", errors="replace")
-                    name = f"{Path(self.shards[i]).name}:{key}.{image}"
+                    name = f"{Path(path).name}:{key}.{image}"
                     yield _read_pair(parts[image], " ".join(caption.split()), self.image_size, name)
-                    tar.members = []  # tarfile keeps every header it read: forget them, memory stays flat
-            skip = 0
-
-
-def _samples_skipping(tar: tarfile.TarFile, skip: int) -> Iterator[tuple[str, dict]]:
-    """`_samples`, with the first `skip` complete samples passed over unread."""
-    if skip == 0:
-        yield from _samples(tar, read=True)
-        return
-    skipped, key, parts = 0, None, {}
-    for member in tar:  # header by header: read the data only once `skip` complete samples are behind
-        if not member.isfile():
-            continue
-        member_key, extension = _split_name(member.name)
-        if member_key != key:
-            if key is not None:
-                if skipped >= skip:
-                    yield key, parts
-                elif "txt" in parts and _image_extension(parts):
-                    skipped += 1
-            key, parts = member_key, {}
-        parts[extension] = tar.extractfile(member).read() if skipped >= skip else None
-    if key is not None and skipped >= skip:
-        yield key, parts
+            start += size
 
 
 def _leave_signals_to_training(_worker: int) -> None:
@@ -552,7 +509,7 @@ class CaptionedData:
         workers = self.workers if workers is None else workers
         skip = position * self.local_batch
         if self.kind == "shards":
-            stream = ShardStream(self.shards, self.sizes, self.image_size, self.seed, epoch, skip, workers)
+            stream = ShardStream(self.shards, self.sizes, self.image_size, self.seed, epoch, skip)
             loader = DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=_leave_signals_to_training)
         else:
             mine = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
