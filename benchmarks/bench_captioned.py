@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=10_000)
     parser.add_argument("--shards", type=int, default=10)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
+    parser.add_argument("--layouts", nargs="+", default=["csv", "tsv", "jsonl", "folder", "shards"])
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0: single-threaded)")
     parser.add_argument("--gpu-tflops", type=float, default=125.0,
                         help="assumed sustained bf16 matrix throughput per GPU for the estimate (default 125: an "
@@ -125,7 +126,7 @@ def main() -> None:
         print(f"{'layout':8} {'size':>5} {'index s':>8} {'pairs/s':>8}")
         rates = {}
         for size in args.sizes:
-            for layout, data in layouts.items():
+            for layout, data in ((name, layouts[name]) for name in args.layouts):
                 indexed, rate, count = measure(data, size, args.workers)
                 assert count == args.pairs, (layout, count)
                 rates[layout, size] = rate
@@ -144,7 +145,7 @@ def main() -> None:
     print(f"{args.estimate_pairs / 1e6:g} M pairs x {args.estimate_epochs} epochs = {seen / 1e6:.0f} M pairs seen: "
           f"{hours:.1f} hours")
     if 224 in args.sizes:
-        for layout in ("csv", "shards"):
+        for layout in [name for name in ("csv", "shards") if (name, 224) in rates]:
             cores = rate / rates[layout, 224]
             print(f"loader cores to keep one GPU fed from {layout} at 224 px: {rate:.0f} / {rates[layout, 224]:.0f} "
                   f"= {cores:.0f} (--workers), {cores * args.gpus:.0f} for {args.gpus} GPUs")
