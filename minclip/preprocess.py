@@ -75,7 +75,7 @@ class CLIPPreprocess:
             if not images:
                 raise ValueError("images is empty: give at least one PIL image")
             return to_model_input(torch.from_numpy(np.stack([self.pixels(image) for image in images])))
-        pictures = torch.as_tensor(np.asarray(images))
+        pictures = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # a copy
         if pictures.dtype != torch.uint8 or pictures.ndim != 4 or pictures.shape[-1] != 3:
             raise ValueError(f"images must be a PIL image, a list of them, or uint8 (N, H, W, 3); got "
                              f"{tuple(pictures.shape)} {pictures.dtype}")
