@@ -449,12 +449,18 @@ def _classify(args) -> int:
         templates = PHOTO_TEMPLATES
     else:  # a minclip model knows the captions of its data set: the emoji templates, or the shapes' plain captions
         templates = EMOJI_TEMPLATES if read_checkpoint(args.checkpoint)["train_config"]["data"] == "emoji" else ["{}"]
+    readable = model.config.context_length - 2  # tokens besides the start and end tokens
+    longest = max((template.format(label) for template in templates for label in labels),
+                  key=lambda caption: len(tokenizer.encode(caption)))
+    if len(tokenizer.encode(longest)) > readable:
+        raise UsageError(f"the caption {longest[:60]!r}... has {len(tokenizer.encode(longest))} tokens, more than "
+                         f"the {readable} this model reads; shorten that label or template")
     size, crop = _reading(model, preprocess)
     if target.is_dir():
         images, names = _read_image_folder(target, size, crop)
     else:
         try:
-            images, names = torch.from_numpy(_read_image(target, size, crop)[None]), [target.name]
+            images, names = torch.from_numpy(_read_image(target, size, crop)[None].copy()), [target.name]
         except (OSError, ValueError, EOFError, SyntaxError) as error:  # what PIL raises for undecodable files
             raise UsageError(f"{target} could not be read as an image ({type(error).__name__}: {error})") from None
     classes = zero_shot_classifier(model, tokenizer, labels, templates)  # (C, E), one unit vector per label
