@@ -10,9 +10,10 @@
     torchrun --standalone --nproc_per_node=2 -m minclip train --out runs/two   # two processes share every batch
 
 Bad input (a missing, empty, damaged or foreign checkpoint, an option out of range, an output path that cannot be
-written, an empty or too long query, a folder without readable images, empty labels, an unknown preset) ends with a one-line
-`error: ...` and exit status 2, never a traceback; a bug in minclip still shows its traceback. Ctrl-C or SIGTERM stops
-training between two steps after writing the checkpoint, and says how to resume (exit status 130 or 143). How it
+written, an empty or too long query, a folder without readable images, empty --labels, an unknown preset) ends with
+a one-line `error: ...` and exit status 2, never a traceback; a bug in minclip still shows its traceback. Ctrl-C or
+SIGTERM stops training between two steps after writing the checkpoint, and says how to resume (exit status 130 or
+143). eval, search, classify, export and tokenize also take OpenAI's released weights (`minclip.load`). How it
 fits: a thin layer over train.py, evaluate.py, plots.py and tokenizer.py; all the work happens there. What happens
 in each case, and the test that shows it: docs/reliability.md.
 """

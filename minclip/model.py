@@ -63,9 +63,8 @@ class CLIPConfig:
 
     embed_dim: int = 128  # size of the joint embedding space both towers project into
     # --- image tower ---
-    # "vit": CLIP's Vision Transformer; "resnet": a small basic-block ResNet (the review's); "modified_resnet":
-    # OpenAI's RN50-style ResNet (modified_resnet.py), sized by resnet_width, resnet_layers and vision_heads
-    image_encoder: str = "vit"
+    image_encoder: str = "vit"  # "vit": CLIP's ViT; "resnet": a small ResNet (the review's); "modified_resnet":
+    #                             OpenAI's RN50 kind (modified_resnet.py): resnet_width, resnet_layers, vision_heads
     image_size: int = 64  # images are (B, 3, image_size, image_size)
     patch_size: int = 16  # ViT patch side in pixels, dividing image_size; (image_size / patch_size)^2 + 1 tokens
     vision_width: int = 128  # ViT token width
@@ -389,8 +388,8 @@ _OPENAI_TEXT_KEYS = ("token_embedding.weight", "positional_embedding", "ln_final
                      "logit_scale")
 _OPENAI_REQUIRED = ("visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.proj",
                     *_OPENAI_TEXT_KEYS)
-_OPENAI_RESNET_REQUIRED = ("visual.conv1.weight", "visual.layer1.0.conv1.weight", "visual.attnpool.positional_embedding",
-                           *_OPENAI_TEXT_KEYS)
+_OPENAI_RESNET_REQUIRED = ("visual.conv1.weight", "visual.layer1.0.conv1.weight",
+                           "visual.attnpool.positional_embedding", *_OPENAI_TEXT_KEYS)
 
 
 def openai_config(state_dict: Mapping, vision_heads: int | None = None, text_heads: int | None = None,

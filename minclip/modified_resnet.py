@@ -109,7 +109,7 @@ class ModifiedResNet(nn.Module):
 
     Args:
         image_size: side of the square input images, a multiple of 32 (224 for RN50).
-        width: channels after the stem and inside layer1's blocks (64 for RN50); the output of layer4 has ``32 * width``.
+        width: channels after the stem and inside layer1's blocks (64 for RN50); layer4 gives ``32 * width``.
         layers: bottleneck blocks in each of the four stages, e.g. ``(3, 4, 6, 3)`` for RN50.
         heads: heads of the attention pool (OpenAI: ``32 * width // 64``).
         embed_dim: size of the joint image-text space.

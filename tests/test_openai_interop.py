@@ -281,7 +281,8 @@ def test_resnet_clip_reads_openai_state_dicts_and_exports_them_back():
     built.load_state_dict(exported)
     assert_same_outputs(ours, built, images, tokens)
     other = CLIP.from_openai_state_dict(reference.state_dict(), vision_heads=4)
-    with pytest.warns(UserWarning, match=r"vision 4 heads \(OpenAI's loader assumes 32 \* resnet_width 512 // 64 = 8\)"):
+    with pytest.warns(UserWarning, match=r"vision 4 heads \(OpenAI's loader assumes 32 \* resnet_width 512 // 64 = "
+                                         r"8\)"):
         other.to_openai_state_dict()
 
 
