@@ -8,8 +8,9 @@ PY     := $(VENV)/bin/python
 # The CPU build of PyTorch; an unpinned torch pulls a multi-GB CUDA build on Linux.
 TORCH  ?= torch==2.13.0
 # Reference implementations the tests compare against, installed without their dependencies
-# (we import single files from them: clip/model.py, clip/simple_tokenizer.py, open_clip/loss.py).
-REFERENCES ?= clip-anytorch==2.6.0 open-clip-torch==3.3.0
+# (we import single files from them: clip/model.py, clip/simple_tokenizer.py, open_clip/loss.py; and, through
+# torchvision, OpenAI's image transform and open_clip's create_model). minclip itself never imports them.
+REFERENCES ?= clip-anytorch==2.6.0 open-clip-torch==3.3.0 torchvision==0.28.0
 # WebDataset's own writer, to check that minclip reads the tar shards it writes (tests skip without it)
 REFERENCES += webdataset==1.0.2 braceexpand==0.1.7
 

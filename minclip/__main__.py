@@ -1,17 +1,20 @@
-"""The command line: `python -m minclip train | eval | search | tokenize | generate`.
+"""The command line: `python -m minclip train | eval | search | classify | export | tokenize | generate`.
 
     python -m minclip train --out runs/tiny            # the main job: the tiny preset on the emoji set, a few minutes
     python -m minclip eval runs/tiny/checkpoint.pt     # the held-out report again
     python -m minclip search runs/tiny/checkpoint.pt "red heart" [--images FOLDER]
+    python -m minclip classify ViT-B-32.pt photos/ --labels "cat,dog,bird"   # zero-shot, with your own labels
+    python -m minclip export runs/tiny/checkpoint.pt exported/ --open-clip  # (or an OpenAI-format .pt without it)
     python -m minclip tokenize "고양이가 나무 위에 있다" [--checkpoint CKPT]
     python -m minclip generate runs/12_shapes/checkpoint.pt "a small red circle to the left of a large blue square"
     torchrun --standalone --nproc_per_node=2 -m minclip train --out runs/two   # two processes share every batch
     python -m minclip train --data pairs.csv --split-key split --out runs/mine  # your own captioned images
 
 Bad input (a missing, empty, damaged or foreign checkpoint, an option out of range, an output path that cannot be
-written, an empty or too long query, a folder without readable images, an unknown preset) ends with a one-line
-`error: ...` and exit status 2, never a traceback; a bug in minclip still shows its traceback. Ctrl-C or SIGTERM stops
-training between two steps after writing the checkpoint, and says how to resume (exit status 130 or 143). How it
+written, an empty or too long query, a folder without readable images, empty --labels, an unknown preset) ends with
+a one-line `error: ...` and exit status 2, never a traceback; a bug in minclip still shows its traceback. Ctrl-C or
+SIGTERM stops training between two steps after writing the checkpoint, and says how to resume (exit status 130 or
+143). eval, search, classify, export and tokenize also take OpenAI's released weights (`minclip.load`). How it
 fits: a thin layer over train.py, evaluate.py, plots.py and tokenizer.py; all the work happens there. What happens
 in each case, and the test that shows it: docs/reliability.md.
 """
@@ -105,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     evaluate = commands.add_parser("eval", help="print the held-out report of a checkpoint",
-                                   description="Print the held-out report of a trained checkpoint.")
+                                   description="Print the held-out report of a trained checkpoint. Given OpenAI's "
+                                               "weights (ViT-B-32.pt, ...), their zero-shot report on the shipped "
+                                               "emoji's held-out captions (English), which they never trained on.")
     evaluate.add_argument("checkpoint")
 
     search = commands.add_parser("search", help="rank images for a text query and save a gallery",
@@ -117,6 +122,30 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--gallery", default="search.png", help="where to save the gallery (default: search.png)")
     search.add_argument("--truncate", action="store_true",
                         help="cut a query longer than the model's context to its first tokens instead of refusing it")
+
+    classify = commands.add_parser(
+        "classify", help="zero-shot: label images with your own class names",
+        description="Zero-shot classification: each label becomes captions (a prompt ensemble, averaged), and each "
+                    "image gets the labels whose captions it matches best, with CLIP's probabilities. Works with "
+                    "minclip checkpoints and OpenAI's weights (ViT-B-32.pt, RN50.pt, ...).")
+    classify.add_argument("checkpoint")
+    classify.add_argument("images", metavar="IMAGE_OR_DIR", help="an image file, or a folder of image files")
+    classify.add_argument("--labels", required=True, help='class names separated by commas, e.g. "cat,dog,bird"')
+    classify.add_argument("--template", action="append", metavar="TEMPLATE",
+                          help='a caption with {} for the label, e.g. "a photo of a {}."; repeat it for an ensemble '
+                               "(default: photo captions for OpenAI's weights, the training templates for minclip's)")
+    classify.add_argument("--top", type=int, default=3, help="labels shown per image (default: 3)")
+
+    export = commands.add_parser(
+        "export", help="write a checkpoint's weights for OpenAI's or open_clip's code",
+        description="Write the weights in OpenAI's layout (one .pt file that OpenAI's clip.load, open_clip and "
+                    "minclip read), or with --open-clip a folder open_clip's create_model loads: its model config "
+                    "(which, unlike OpenAI's layout, states the heads) and the state dict.")
+    export.add_argument("checkpoint", help="a minclip checkpoint or OpenAI's weights")
+    export.add_argument("out", help="the .pt file to write (a folder with --open-clip)")
+    export.add_argument("--open-clip", action="store_true",
+                        help="write OUT/NAME.json, OUT/open_clip_config.json and OUT/open_clip_pytorch_model.bin, "
+                             "NAME being the folder's name")
 
     tokenize = commands.add_parser("tokenize", help="show how a text is split into tokens",
                                    description="Show the tokens of a text (OpenAI's vocabulary by default).")
@@ -147,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainingInterrupted
 
     try:
-        return {"train": _train, "eval": _eval, "search": _search, "tokenize": _tokenize,
-                "generate": _generate}[args.command](args)
+        return {"train": _train, "eval": _eval, "search": _search, "classify": _classify, "export": _export,
+                "tokenize": _tokenize, "generate": _generate}[args.command](args)
     except (UsageError, ValueError, TypeError, OSError) as error:  # OSError: files, folders, disks
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -283,11 +312,18 @@ def _shown(name: str, value) -> str:
 
 def _eval(args) -> int:
     from .evaluate import format_report, heldout_report
-    from .train import load, read_checkpoint, unseen_artists
+    from .preprocess import CLIPPreprocess
+    from .train import is_openai_file, load, read_checkpoint, unseen_artists
 
-    state = read_checkpoint(args.checkpoint)
-    model, _, tokenizer = load(args.checkpoint)
-    config = {"data": "emoji", "lang": "en", "seed": 0, "artists": ("noto",), **state["train_config"]}
+    model, preprocess, tokenizer = load(args.checkpoint)
+    if isinstance(preprocess, CLIPPreprocess) and is_openai_file(args.checkpoint):
+        # OpenAI's weights: zero-shot on the shipped set's held-out captions
+        print(f"OpenAI's weights, zero-shot: the shipped emoji resized to {model.config.image_size} pixels, English "
+              "captions")
+        trained_with = {}
+    else:
+        trained_with = read_checkpoint(args.checkpoint)["train_config"]
+    config = {"data": "emoji", "lang": "en", "seed": 0, "artists": ("noto",), **trained_with}
     if config["data"] not in ("emoji", "shapes"):  # your own data: its held-out part, read again from disk
         from .captioned import CaptionedData
 
@@ -322,7 +358,7 @@ def _search(args) -> int:
     model, preprocess, tokenizer = load(args.checkpoint)
     tokens = _query_tokens(tokenizer, args.query, model.config.context_length, args.truncate)  # (1, T)
     if args.images:
-        images, names = _read_image_folder(Path(args.images))
+        images, names = _read_image_folder(Path(args.images), *_reading(model, preprocess))
     else:
         emoji = EmojiDataset("all", image_size=64, captions="eval")
         images, names = emoji.images, [record["name_en"] for record in emoji.records]
@@ -371,9 +407,18 @@ def _writable_file(path: Path, option: str) -> Path:
     return path
 
 
-def _read_image_folder(folder: Path):
-    """uint8 (N, 64, 64, 3) images from the image files in `folder`; other files, files that fail to decode and images
-    too large to decode safely (PIL's guard against decompression bombs) are skipped with a warning."""
+def _reading(model, preprocess) -> tuple[int, bool]:
+    """How to read image files for `model`: (size, crop). OpenAI's weights: at their input size, shorter side resized
+    and centre-cropped as their preprocess does; minclip's: 64 x 64, the whole image, as the shipped emoji."""
+    from .preprocess import CLIPPreprocess
+
+    return (model.config.image_size, True) if isinstance(preprocess, CLIPPreprocess) else (64, False)
+
+
+def _read_image_folder(folder: Path, size: int = 64, crop: bool = False):
+    """uint8 (N, size, size, 3) images from the image files in `folder` (read by `_read_image`); other files, files
+    that fail to decode and images too large to decode safely (PIL's guard against decompression bombs) are skipped
+    with a warning."""
     import numpy as np
     import torch
     from PIL import Image
@@ -385,7 +430,7 @@ def _read_image_folder(folder: Path):
         if not path.is_file():
             continue
         try:
-            images.append(_read_image(path))
+            images.append(_read_image(path, size, crop))
             names.append(path.name)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             print(f"warning: skipping {path.name}: too large to decode safely ({error})", file=sys.stderr)
@@ -406,18 +451,114 @@ def _read_image_folder(folder: Path):
     return torch.from_numpy(np.stack(images)), names
 
 
-def _read_image(path: Path):
-    """One image file as uint8 (64, 64, 3), transparent parts white; PIL's decompression-bomb warning is an error."""
+def _read_image(path: Path, size: int = 64, crop: bool = False):
+    """One image file as uint8 (size, size, 3), transparent parts white; PIL's decompression-bomb warning is an error.
+
+    The whole image is resized to a square, or with `crop` its shorter side is resized and the centre kept
+    (`minclip.preprocess.resize_and_crop`, OpenAI's preprocessing: the same pixels as theirs for RGB files).
+    """
     import numpy as np
     from PIL import Image
+
+    from .preprocess import resize_and_crop
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as image:
             image = image.convert("RGBA")
             canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(canvas, image).convert("RGB").resize((64, 64), Image.LANCZOS)
+            image = Image.alpha_composite(canvas, image).convert("RGB")
+            image = resize_and_crop(image, size) if crop else image.resize((size, size), Image.LANCZOS)
             return np.asarray(image)
+
+
+def _classify(args) -> int:
+    import torch
+
+    from .evaluate import EMOJI_TEMPLATES, PHOTO_TEMPLATES, encode_images, zero_shot_classifier
+    from .preprocess import CLIPPreprocess
+    from .train import load, read_checkpoint
+
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    if len(labels) < 2:
+        raise UsageError(f"--labels needs at least two class names separated by commas, got {args.labels!r}; "
+                         'e.g. --labels "cat,dog,bird"')
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise UsageError(f"--labels names {', '.join(repeated)} more than once; give each class once")
+    for template in args.template or ():
+        if template.count("{}") != 1:
+            raise UsageError(f"--template {template!r} needs exactly one {{}} where the label goes, e.g. "
+                             "\"a photo of a {}.\"")
+    if args.top < 1:
+        raise UsageError(f"--top must be at least 1, got {args.top}")
+    target = Path(args.images)
+    if not target.exists():
+        raise UsageError(f"{target} does not exist; give an image file or a folder of images")
+    model, preprocess, tokenizer = load(args.checkpoint)
+    openai = isinstance(preprocess, CLIPPreprocess)
+    if args.template:
+        templates = args.template
+    elif openai:
+        templates = PHOTO_TEMPLATES
+    else:  # a minclip model knows the captions of its data set: the emoji templates, or the shapes' plain captions
+        templates = EMOJI_TEMPLATES if read_checkpoint(args.checkpoint)["train_config"]["data"] == "emoji" else ["{}"]
+    readable = model.config.context_length - 2  # tokens besides the start and end tokens
+    longest = max((template.format(label) for template in templates for label in labels),
+                  key=lambda caption: len(tokenizer.encode(caption)))
+    if len(tokenizer.encode(longest)) > readable:
+        raise UsageError(f"the caption {longest[:60]!r}... has {len(tokenizer.encode(longest))} tokens, more than "
+                         f"the {readable} this model reads; shorten that label or template")
+    size, crop = _reading(model, preprocess)
+    if target.is_dir():
+        images, names = _read_image_folder(target, size, crop)
+    else:
+        try:
+            images, names = torch.from_numpy(_read_image(target, size, crop)[None].copy()), [target.name]
+        except (OSError, ValueError, EOFError, SyntaxError) as error:  # what PIL raises for undecodable files
+            raise UsageError(f"{target} could not be read as an image ({type(error).__name__}: {error})") from None
+    classes = zero_shot_classifier(model, tokenizer, labels, templates)  # (C, E), one unit vector per label
+    image_features = encode_images(model, images, preprocess=preprocess)  # (N, E), unit length
+    with torch.no_grad():
+        probabilities = (model.logit_scale.exp() * image_features @ classes.T).softmax(dim=-1)  # (N, C)
+    shown = min(args.top, len(labels))
+    for name, row in zip(names, probabilities):
+        best = row.topk(shown)
+        print(f"{name}: " + ", ".join(f"{labels[i]} {100 * p:.1f}%" for p, i in zip(best.values.tolist(),
+                                                                                best.indices.tolist())))
+    return 0
+
+
+def _export(args) -> int:
+    import torch
+
+    from .train import load
+
+    model, _, _ = load(args.checkpoint)
+    out = Path(args.out)
+    if args.open_clip:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{out} is a file; --open-clip writes a folder of three files, give a folder name")
+        name = out.resolve().name or "minclip"
+        paths = model.save_open_clip(out, name=name)
+        print(f"wrote {paths['config']}, {paths['local_dir_config']} and {paths['weights']}")
+        print(f"open_clip loads them with create_model('local-dir:{out}'), or after "
+              f"add_model_config('{paths['config']}') with create_model('{name}', pretrained='{paths['weights']}')")
+        return 0
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; give a file name such as {out / 'model.pt'} (or pass --open-clip)")
+    with warnings.catch_warnings(record=True) as caught:  # the heads warning, shown as one line
+        warnings.simplefilter("always")
+        state_dict = model.to_openai_state_dict()
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    if "logit_bias" in state_dict:
+        print("warning: this SigLIP model's logit_bias has no place in OpenAI's CLIP; delete that key before loading "
+              "the file with OpenAI's code (open_clip's SigLIP models keep it)", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, out)
+    print(f"wrote {out} in OpenAI's layout: OpenAI's clip.load(path) and open_clip read it")
+    return 0
 
 
 def _tokenize(args) -> int:

@@ -12,7 +12,8 @@ Four layouts are read, the format told by PATH:
 
 Relative image paths resolve against the folder of the CSV/JSONL file; `image_key`/`caption_key` name other
 columns. Every image is decoded with PIL and resized as OpenAI's CLIP preprocesses its input
-(`data.resize_shorter_and_crop`: shorter side to the model's size, bicubic, centre crop).
+(`preprocess.resize_and_crop`: shorter side to the model's size, bicubic, centre crop), so `minclip.load`'s
+`preprocess` (a `CLIPPreprocess` for checkpoints of your data) prepares new photos exactly as training saw them.
 
 How the pairs reach training. An index file or a folder is listed up front (paths and captions; the images stay on
 disk) and batched by `DistinctBatchSampler`, with the image path as the group, so the five captions Flickr-style sets
@@ -52,10 +53,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from .data import DistinctBatchSampler, resize_shorter_and_crop, to_model_input
+from .data import DistinctBatchSampler, to_model_input
+from .preprocess import resize_and_crop
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 DEFAULT_KEYS = {"csv": ("filepath", "title"), "tsv": ("filepath", "title"), "jsonl": ("image", "caption")}
@@ -153,7 +156,7 @@ def decode_image(source, size: int) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            return torch.from_numpy(resize_shorter_and_crop(image, size).copy())
+            return torch.from_numpy(np.array(resize_and_crop(image, size).convert("RGB")))  # (S, S, 3) uint8
 
 
 DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError)  # what PIL raises for undecodable files and bombs

@@ -221,31 +221,6 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (N, size, size, 3)
 
 
-def resize_shorter_and_crop(image, size: int) -> np.ndarray:
-    """A PIL image of any size and mode -> uint8 (size, size, 3), as OpenAI's CLIP preprocesses its input.
-
-    The shorter side is resized to `size` with bicubic interpolation (the longer one keeps the aspect ratio, rounded
-    down), then the central `size` x `size` square is cut out (offsets rounded as torchvision's CenterCrop rounds
-    them) and the image converted to RGB. Nothing is stretched: a wide photo loses its left and right edges.
-
-        >>> from PIL import Image
-        >>> resize_shorter_and_crop(Image.new("RGB", (640, 480), "red"), 224).shape
-        (224, 224, 3)
-    """
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    from PIL import Image
-
-    width, height = image.size
-    if width <= height:  # the shorter side becomes `size`, the other keeps the proportions
-        new_size = (size, max(size, int(size * height / width)))
-    else:
-        new_size = (max(size, int(size * width / height)), size)
-    image = image.resize(new_size, resample=Image.BICUBIC)
-    left, top = int(round((new_size[0] - size) / 2.0)), int(round((new_size[1] - size) / 2.0))
-    return np.asarray(image.crop((left, top, left + size, top + size)).convert("RGB"))  # (size, size, 3)
-
-
 # --------------------------------------------------------------------------------------------- captions
 def make_caption(record: dict, lang: str, rng: random.Random) -> str:
     """One training caption for a record in `lang` ('en' or 'ko'), with a template and keywords drawn from `rng`.

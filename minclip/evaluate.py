@@ -466,6 +466,21 @@ def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 256,
     return torch.cat(chunks)  # (N, D)
 
 
+# Prompt ensembles for zero-shot classification (section 3.1.4): captions shaped like those the model learned from,
+# averaged per class by `zero_shot_classifier`. A lone label ("cat") is rarely how a caption reads.
+PHOTO_TEMPLATES = (  # for OpenAI's weights, trained on web images and the text around them
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "a close-up photo of a {}.",
+    "a blurry photo of a {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of the {}.",
+    "a drawing of a {}.",
+    "an illustration of a {}.",
+)
+EMOJI_TEMPLATES = ("{}", "an emoji of {}", "a picture of {}")  # minclip's emoji models: their training templates
+
+
 def _fill(template, classname: str) -> str:
     return template(classname) if callable(template) else template.format(classname)
 

@@ -12,15 +12,18 @@ over them would be almost flat. A model trained with the sigmoid loss (SigLIP) a
 added to every logit; it exists only when ``CLIPConfig.init_logit_bias`` is set.
 
 ``CLIPConfig`` holds every size; ``CLIPConfig.preset(name)`` gives named ones, from ``nano`` (tests) to OpenAI's
-``ViT-B/32``. ``CLIP.from_openai_state_dict`` / ``load_openai_checkpoint`` read OpenAI's released weights (ViT
-variants) and ``to_openai_state_dict`` writes them back: inside each tower our parameter names are OpenAI's, and the
-text tower's live under ``text.`` here while OpenAI keeps them at the top level.
+``ViT-B/32``. ``CLIP.from_openai_state_dict`` / ``load_openai_checkpoint`` read OpenAI's released weights (the ViTs,
+and the ResNets through ``modified_resnet.py``) and ``to_openai_state_dict`` writes them back: inside each tower our
+parameter names are OpenAI's, and the text tower's live under ``text.`` here while OpenAI keeps them at the top level.
+``to_open_clip_config`` / ``save_open_clip`` write what open_clip's ``create_model`` reads: its model config (which,
+unlike OpenAI's format, stores the heads) and the same state dict.
 
 Reference: Radford et al. (2021), "Learning Transferable Visual Models From Natural Language Supervision", section
 2.4 and figure 3; openai/CLIP ``clip/model.py`` for the layout and initialisation.
 """
 
 import dataclasses
+import json
 import math
 import warnings
 from collections.abc import Mapping
@@ -42,7 +45,10 @@ else:  # copied as loose files side by side
     from transformer import ACTIVATIONS
     from vision import ResNetEncoder, VisionTransformer
 
-IMAGE_ENCODERS = ("vit", "resnet")
+IMAGE_ENCODERS = ("vit", "resnet", "modified_resnet")
+# CLIP's per-channel image statistics (also minclip.data.CLIP_MEAN/CLIP_STD; repeated so this file needs no data code)
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -57,14 +63,16 @@ class CLIPConfig:
 
     embed_dim: int = 128  # size of the joint embedding space both towers project into
     # --- image tower ---
-    image_encoder: str = "vit"  # "vit": CLIP's Vision Transformer; "resnet": a small basic-block ResNet (the review's)
+    image_encoder: str = "vit"  # "vit": CLIP's ViT; "resnet": a small ResNet (the review's); "modified_resnet":
+    #                             OpenAI's RN50 kind (modified_resnet.py): resnet_width, resnet_layers, vision_heads
     image_size: int = 64  # images are (B, 3, image_size, image_size)
     patch_size: int = 16  # ViT patch side in pixels, dividing image_size; (image_size / patch_size)^2 + 1 tokens
     vision_width: int = 128  # ViT token width
     vision_layers: int = 4  # ViT residual blocks
-    vision_heads: int = 4  # ViT attention heads; must divide vision_width (OpenAI: vision_width // 64)
+    vision_heads: int = 4  # ViT attention heads; must divide vision_width (OpenAI: vision_width // 64). With
+    #                        modified_resnet: the attention pool's heads, dividing 32 * resnet_width (OpenAI: / 64)
     resnet_width: int = 32  # ResNet: channels of the first stage; each later stage doubles them
-    resnet_layers: tuple[int, ...] = (1, 1, 1, 1)  # ResNet: basic blocks per stage; each later stage halves the size
+    resnet_layers: tuple[int, ...] = (1, 1, 1, 1)  # ResNet: blocks per stage (modified_resnet: four stages)
     # --- text tower ---
     vocab_size: int = 4096  # number of token ids, special tokens included (OpenAI: 49408)
     context_length: int = 32  # most tokens per text, start and end tokens included (OpenAI: 77)
@@ -105,7 +113,15 @@ class CLIPConfig:
         if self.image_encoder == "vit" and self.image_size % self.patch_size:
             raise ValueError(f"CLIPConfig.image_size={self.image_size} must be divisible by "
                              f"patch_size={self.patch_size}")
-        for tower in ("vision", "text"):
+        if self.image_encoder == "modified_resnet":
+            if len(self.resnet_layers) != 4 or self.image_size % 32 or self.resnet_width % 2:
+                raise ValueError(f"CLIPConfig with image_encoder='modified_resnet' needs 4 resnet_layers, an "
+                                 f"image_size divisible by 32 and an even resnet_width; got {self.resnet_layers}, "
+                                 f"{self.image_size} and {self.resnet_width}")
+            if (32 * self.resnet_width) % self.vision_heads:
+                raise ValueError(f"CLIPConfig.vision_heads={self.vision_heads} must divide the attention pool's width "
+                                 f"32 * resnet_width = {32 * self.resnet_width}")
+        for tower in ("vision", "text") if self.image_encoder == "vit" else ("text",):
             width, heads = getattr(self, f"{tower}_width"), getattr(self, f"{tower}_heads")
             if width % heads:
                 raise ValueError(f"CLIPConfig.{tower}_heads={heads} must divide {tower}_width={width}")
@@ -185,6 +201,13 @@ class CLIP(nn.Module):
         if c.image_encoder == "vit":
             self.visual = VisionTransformer(c.image_size, c.patch_size, c.vision_width, c.vision_layers,
                                             c.vision_heads, c.embed_dim, c.activation, c.attn_impl)
+        elif c.image_encoder == "modified_resnet":  # imported here: the five model files still work without it
+            if __package__:
+                from .modified_resnet import ModifiedResNet
+            else:
+                from modified_resnet import ModifiedResNet
+            self.visual = ModifiedResNet(c.image_size, c.resnet_width, c.resnet_layers, c.vision_heads, c.embed_dim)
+            self.visual.init_openai_()
         else:
             self.visual = ResNetEncoder(c.image_size, c.resnet_width, c.resnet_layers, c.embed_dim)
         self.text = TextTransformer(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads,
@@ -238,10 +261,11 @@ class CLIP(nn.Module):
         cls, state_dict: Mapping[str, torch.Tensor], vision_heads: int | None = None, text_heads: int | None = None,
         **overrides,
     ) -> "CLIP":
-        """Build a model from an OpenAI-format state dict (keys of openai/CLIP's ``clip/model.py``, ViT variants).
+        """Build a model from an OpenAI-format state dict (keys of openai/CLIP's ``clip/model.py``: ViT or ResNet).
 
         Every size is read from the tensors' shapes; the numbers of heads are not stored, so they default to
-        ``width // 64`` as OpenAI's ``build_model`` assumes (pass ``vision_heads``/``text_heads`` otherwise).
+        ``width // 64`` as OpenAI's ``build_model`` assumes (pass ``vision_heads``/``text_heads`` otherwise; a
+        ResNet's attention pool is ``32 * width`` wide).
         QuickGELU is used, the integer entries of released checkpoints (``input_resolution``, ``context_length``,
         ``vocab_size``) are dropped, and fp16 weights are upcast to float32. ``overrides`` sets other
         :class:`CLIPConfig` fields (e.g. ``eot_token_id`` for a vocabulary not laid out like OpenAI's, ``attn_impl``).
@@ -273,18 +297,85 @@ class CLIP(nn.Module):
         load such a file with minclip, giving the heads: ``load_openai_checkpoint(path, vision_heads=...,
         text_heads=...)`` (or ``CLIP.from_openai_state_dict(state_dict, vision_heads=..., text_heads=...)``).
         """
-        if self.config.image_encoder != "vit":
-            raise ValueError("only ViT models have an OpenAI layout; this model's image_encoder is 'resnet'")
+        state_dict = self._openai_layout()
         _warn_if_openai_heads_differ(self.config)
+        return state_dict
+
+    def _openai_layout(self) -> dict[str, torch.Tensor]:
+        if self.config.image_encoder == "resnet":
+            raise ValueError("minclip's small ResNet has no OpenAI layout (OpenAI's ResNets are image_encoder="
+                             "'modified_resnet'); export a ViT or a modified_resnet model")
         return {key.removeprefix("text."): value.detach().clone() for key, value in self.state_dict().items()}
+
+    # ------------------------------------------------------------------ open_clip export
+    def to_open_clip_config(self) -> dict:
+        """This model's architecture as an open_clip model config (the JSON of ``open_clip/model_configs``).
+
+        Unlike OpenAI's format it states the heads: ``head_width`` (the width of one head) in ``vision_cfg`` and
+        ``heads`` in ``text_cfg``. Text is pooled at the first end-of-text token (``pool_type`` ``argmax`` when EOT
+        is the largest id, as in OpenAI's vocabulary, else ``eos`` with its id). open_clip's weights are this
+        model's :meth:`to_openai_state_dict` (the same key names); :meth:`save_open_clip` writes both.
+        """
+        c = self.config
+        if c.image_encoder == "resnet":
+            raise ValueError("minclip's small ResNet has no open_clip equivalent; export a ViT or a modified_resnet "
+                             "model")
+        if c.text_pooling != "eot":
+            raise ValueError(f"open_clip's text tower cannot pool like text_pooling={c.text_pooling!r} (minclip masks "
+                             "the padding from its bidirectional attention); only 'eot' models export to open_clip")
+        if c.image_encoder == "vit":
+            vision = dict(image_size=c.image_size, layers=c.vision_layers, width=c.vision_width,
+                          head_width=c.vision_width // c.vision_heads, patch_size=c.patch_size)
+        else:  # open_clip's ModifiedResNet: width is the stem's, the attention pool is 32 * width wide
+            vision = dict(image_size=c.image_size, layers=list(c.resnet_layers), width=c.resnet_width,
+                          head_width=32 * c.resnet_width // c.vision_heads, patch_size=None)
+        text = dict(context_length=c.context_length, vocab_size=c.vocab_size, width=c.text_width, heads=c.text_heads,
+                    layers=c.text_layers)
+        if c.eot_token_id != c.vocab_size - 1:  # argmax of the ids would not find the end of the text
+            text.update(pool_type="eos", eos_id=c.eot_token_id)
+        config = dict(embed_dim=c.embed_dim, quick_gelu=c.activation == "quick_gelu", vision_cfg=vision, text_cfg=text)
+        if c.init_logit_bias is not None:  # SigLIP: open_clip creates its logit_bias only when this is set
+            config["init_logit_bias"] = c.init_logit_bias
+        return config
+
+    def save_open_clip(self, folder, name: str = "minclip") -> dict[str, Path]:
+        """Write what open_clip loads into ``folder``: ``{name}.json`` (the model config), ``open_clip_config.json``
+        (the same under ``model_cfg``, with the preprocessing) and ``open_clip_pytorch_model.bin`` (the weights).
+
+        Either load works in open_clip (nothing is downloaded)::
+
+            open_clip.add_model_config("FOLDER/minclip.json")
+            model = open_clip.create_model("minclip", pretrained="FOLDER/open_clip_pytorch_model.bin")
+            model = open_clip.create_model("local-dir:FOLDER")
+
+        Returns the three paths by kind: ``config``, ``local_dir_config``, ``weights``.
+        """
+        if not name or any(char in name for char in '/\\:'):
+            raise ValueError(f"name must be a plain file name without slashes or colons, got {name!r}")
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file; the open_clip export is a folder of three files, give a folder")
+        config = self.to_open_clip_config()
+        preprocess = dict(size=self.config.image_size, mode="RGB", mean=list(_CLIP_MEAN), std=list(_CLIP_STD),
+                          interpolation="bicubic", resize_mode="shortest")
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {"config": folder / f"{name}.json", "local_dir_config": folder / "open_clip_config.json",
+                 "weights": folder / "open_clip_pytorch_model.bin"}
+        paths["config"].write_text(json.dumps(config, indent=2) + "\n")
+        paths["local_dir_config"].write_text(json.dumps({"model_cfg": config, "preprocess_cfg": preprocess},
+                                                        indent=2) + "\n")
+        torch.save(self._openai_layout(), paths["weights"])
+        return paths
 
 
 def _warn_if_openai_heads_differ(config: CLIPConfig) -> None:
     """Warn when OpenAI's loader, which derives each tower's heads as width // 64, would not rebuild `config`."""
-    wrong = [f"{tower} {getattr(config, tower + '_heads')} heads (OpenAI's loader assumes {tower}_width "
-             f"{getattr(config, tower + '_width')} // 64 = {getattr(config, tower + '_width') // 64})"
-             for tower in ("vision", "text")
-             if getattr(config, f"{tower}_heads") != getattr(config, f"{tower}_width") // 64]
+    widths = {"vision": ("vision_width", config.vision_width), "text": ("text_width", config.text_width)}
+    if config.image_encoder == "modified_resnet":  # the attention pool is 32 * resnet_width wide
+        widths["vision"] = ("32 * resnet_width", 32 * config.resnet_width)
+    wrong = [f"{tower} {getattr(config, tower + '_heads')} heads (OpenAI's loader assumes {name} {width} // 64 = "
+             f"{width // 64})" for tower, (name, width) in widths.items()
+             if getattr(config, f"{tower}_heads") != width // 64]
     if wrong:
         warnings.warn(f"this model has {' and '.join(wrong)}: OpenAI's clip.load would not rebuild this model from "
                       "these weights. Load the file with minclip instead: load_openai_checkpoint(path, "
@@ -293,9 +384,12 @@ def _warn_if_openai_heads_differ(config: CLIPConfig) -> None:
 
 _OPENAI_INT_ENTRIES = ("input_resolution", "context_length", "vocab_size")
 _TOP_LEVEL = ("logit_scale", "logit_bias")  # parameters of neither tower, at the top level in both layouts
+_OPENAI_TEXT_KEYS = ("token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection",
+                     "logit_scale")
 _OPENAI_REQUIRED = ("visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.proj",
-                    "token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection",
-                    "logit_scale")
+                    *_OPENAI_TEXT_KEYS)
+_OPENAI_RESNET_REQUIRED = ("visual.conv1.weight", "visual.layer1.0.conv1.weight",
+                           "visual.attnpool.positional_embedding", *_OPENAI_TEXT_KEYS)
 
 
 def openai_config(state_dict: Mapping, vision_heads: int | None = None, text_heads: int | None = None,
@@ -306,21 +400,27 @@ def openai_config(state_dict: Mapping, vision_heads: int | None = None, text_hea
     if any(key.startswith("text.") for key in state_dict):
         raise ValueError("this looks like a minclip state dict (keys start with 'text.'): load it with "
                          "CLIP(config).load_state_dict(state_dict), not from_openai_state_dict")
-    if "visual.layer1.0.conv1.weight" in state_dict or "visual.attnpool.c_proj.weight" in state_dict:
-        raise ValueError("OpenAI's ResNet checkpoints (RN50, RN101, ...) are not supported: minclip's ResNet is a "
-                         "different, smaller network. Use a ViT checkpoint (ViT-B/32, ViT-B/16, ViT-L/14)")
-    missing = [key for key in _OPENAI_REQUIRED if key not in state_dict]
+    resnet = "visual.layer1.0.conv1.weight" in state_dict or "visual.attnpool.c_proj.weight" in state_dict
+    missing = [key for key in (_OPENAI_RESNET_REQUIRED if resnet else _OPENAI_REQUIRED) if key not in state_dict]
     if missing:
         raise ValueError(f"not an OpenAI CLIP state dict: missing keys {missing}. Expected the key names of "
                          "openai/CLIP's clip/model.py, e.g. torch.jit.load('ViT-B-32.pt').state_dict()")
 
-    def blocks(prefix: str) -> int:
-        start = prefix + "transformer.resblocks."  # keys look like {start}{block index}.ln_1.weight
+    def count(start: str) -> int:  # how many distinct indices follow `start`, e.g. in {start}{index}.ln_1.weight
         return len({key[len(start):].split(".")[0] for key in state_dict if key.startswith(start)})
 
-    conv = state_dict["visual.conv1.weight"]  # (width, 3, patch, patch)
-    vision_width, patch_size = conv.shape[0], conv.shape[-1]
-    grid = math.isqrt(state_dict["visual.positional_embedding"].shape[0] - 1)  # positions = grid^2 patches + 1 class
+    if resnet:  # OpenAI's ModifiedResNet: read its width, blocks per stage and input size from the shapes
+        resnet_width = state_dict["visual.layer1.0.conv1.weight"].shape[0]  # (width, width, 1, 1)
+        grid = math.isqrt(state_dict["visual.attnpool.positional_embedding"].shape[0] - 1)  # image_size / 32 cells
+        vision = dict(image_encoder="modified_resnet", image_size=32 * grid, resnet_width=resnet_width,
+                      resnet_layers=tuple(count(f"visual.layer{stage}.") for stage in (1, 2, 3, 4)))
+        vision_width = 32 * resnet_width  # the attention pool's width, which its heads divide
+    else:
+        conv = state_dict["visual.conv1.weight"]  # (width, 3, patch, patch)
+        vision_width, patch_size = conv.shape[0], conv.shape[-1]
+        grid = math.isqrt(state_dict["visual.positional_embedding"].shape[0] - 1)  # grid^2 patches + 1 class token
+        vision = dict(image_encoder="vit", image_size=patch_size * grid, patch_size=patch_size,
+                      vision_width=vision_width, vision_layers=count("visual.transformer.resblocks."))
     text_width = state_dict["ln_final.weight"].shape[0]
     vocab_size = state_dict["token_embedding.weight"].shape[0]
     vision_heads = vision_heads or vision_width // 64
@@ -330,10 +430,9 @@ def openai_config(state_dict: Mapping, vision_heads: int | None = None, text_hea
             raise ValueError(f"cannot use {heads} heads for the {tower} width {width}: the number of heads is not "
                              f"stored in the state dict; pass {tower}_heads= (a divisor of {width})")
     inferred = dict(
-        embed_dim=state_dict["text_projection"].shape[1], image_encoder="vit", image_size=patch_size * grid,
-        patch_size=patch_size, vision_width=vision_width, vision_layers=blocks("visual."), vision_heads=vision_heads,
+        embed_dim=state_dict["text_projection"].shape[1], **vision, vision_heads=vision_heads,
         vocab_size=vocab_size, context_length=state_dict["positional_embedding"].shape[0], text_width=text_width,
-        text_layers=blocks(""), text_heads=text_heads,
+        text_layers=count("transformer.resblocks."), text_heads=text_heads,
     )
     if "logit_bias" in state_dict:  # a SigLIP model (open_clip's layout): the loaded value replaces this start value
         inferred["init_logit_bias"] = float(state_dict["logit_bias"])

@@ -20,7 +20,8 @@ Checkpoints hold everything needed to resume or to use the model (weights, confi
 scheduler, step, RNG state, history) and a SHA-256 of all of it; they are written atomically after every epoch (and
 every `save_every_minutes`, and when Ctrl-C or SIGTERM stops a run between two steps), and read with
 `torch.load(weights_only=True)`, which never runs code from the file, then checked against their SHA-256.
-`load(path)` returns `(model, preprocess, tokenizer)`, like `clip.load`.
+`load(path)` returns `(model, preprocess, tokenizer)`, like `clip.load`, for minclip's checkpoints and for OpenAI's
+released files (`load_openai`).
 
 Several processes (`torchrun --nproc_per_node=N -m minclip train`) train one model together, on N GPUs (NCCL) or N
 CPU processes (gloo): each encodes its slice of every global batch, the loss gathers all features and is that of the
@@ -44,6 +45,7 @@ import signal
 import threading
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -456,20 +458,34 @@ def read_checkpoint(path: str | Path) -> dict:
     Raises FileNotFoundError (no file) or ValueError (an empty, truncated or damaged file, a foreign file, another
     checkpoint version). A checkpoint from before the digest existed loads with a warning that it cannot be checked.
     """
+    return _checked_checkpoint(_read_file(path), Path(path))
+
+
+def _read_file(path: str | Path):
+    """What a `torch.save` file at `path` holds, read safely; clear errors for a missing, empty or unreadable file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m minclip train --out DIR`")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes): the run that wrote it, or the copy, did not finish; "
                          "use another copy or train again")
+    if is_torchscript_archive(path):
+        raise ValueError(f"{path} is a TorchScript archive (OpenAI's released weights), not a minclip checkpoint; "
+                         "minclip.load reads it")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, zip errors, unsafe globals: all mean "not our file", or a damaged one
         raise ValueError(f"{path} is not a readable minclip checkpoint: truncated, damaged or another kind of file "
                          f"({_first_line(error)})") from None
+
+
+def _checked_checkpoint(state, path: Path) -> dict:
+    if is_openai_state_dict(state):
+        raise ValueError(f"{path} holds OpenAI-format CLIP weights, not a minclip checkpoint; minclip.load reads it "
+                         "(and `python -m minclip search/classify/eval` do)")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a minclip checkpoint (no '{CHECKPOINT_FORMAT}' marker); "
-                         "for OpenAI's weights use minclip.load_openai_checkpoint")
+                         "for OpenAI's weights use minclip.load")
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path} has checkpoint version {state.get('version')}, this minclip reads "
                          f"version {CHECKPOINT_VERSION}")
@@ -500,6 +516,7 @@ def model_from_checkpoint(state: dict, expected: CLIPConfig | None = None) -> tu
 def load(path: str | Path, device: str = "cpu"):
     """A trained checkpoint, ready to use: `(model, preprocess, tokenizer)`, as OpenAI's `clip.load`.
 
+    `path` is a minclip checkpoint, or one of OpenAI's released files (see `load_openai`). For a minclip checkpoint,
     `preprocess` turns uint8 images `(N, H, W, 3)` (a tensor or numpy array) or a list of PIL images into the model's
     input `(N, 3, S, S)`: resized to the model's image size, scaled and normalised as in training.
 
@@ -507,10 +524,19 @@ def load(path: str | Path, device: str = "cpu"):
         >>> image_features = model.encode_image(preprocess(images))                    # doctest: +SKIP
         >>> text_features = model.encode_text(tokenizer.tokenize(["red heart"], 32))   # doctest: +SKIP
     """
-    state = read_checkpoint(path)
+    if Path(path).is_file() and is_torchscript_archive(path):
+        return load_openai(path, device)
+    state = _read_file(path)
+    if is_openai_state_dict(state):
+        return load_openai(path, device, state_dict=state)
+    state = _checked_checkpoint(state, Path(path))
     model, tokenizer = model_from_checkpoint(state)
     model = model.to(device).eval()
     size = model.config.image_size
+    if state["train_config"].get("data", "emoji") not in DATASETS:  # trained on your photos: prepared as in training
+        from .preprocess import CLIPPreprocess  # (shorter side to S, centre crop; minclip.captioned)
+
+        return model, CLIPPreprocess(size), tokenizer
 
     def preprocess(images) -> torch.Tensor:
         if isinstance(images, (list, tuple)):  # PIL images
@@ -526,6 +552,53 @@ def load(path: str | Path, device: str = "cpu"):
         return to_model_input(images).to(device)
 
     return model, preprocess, tokenizer
+
+
+def is_openai_file(path: str | Path) -> bool:
+    """Whether `load(path)` reads one of OpenAI's released files (a TorchScript archive or an OpenAI state dict)."""
+    return Path(path).is_file() and (is_torchscript_archive(path) or is_openai_state_dict(_read_file(path)))
+
+
+def is_torchscript_archive(path: str | Path) -> bool:
+    """Whether `path` is a TorchScript archive, the format of OpenAI's released `.pt` files: a zip file, like
+    `torch.save`'s, that also holds the scripted code (`NAME/code/...`) and `NAME/constants.pkl`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def is_openai_state_dict(state) -> bool:
+    """Whether `state` is a state dict in OpenAI's layout (``visual.*`` keys beside a top-level text tower)."""
+    return isinstance(state, dict) and "text_projection" in state and "token_embedding.weight" in state \
+        and any(isinstance(key, str) and key.startswith("visual.") for key in state)
+
+
+def load_openai(path: str | Path, device: str = "cpu", state_dict: dict | None = None):
+    """OpenAI's released weights, ready to use: `(model, preprocess, tokenizer)`, as their `clip.load` gives them.
+
+    `path` is one of the TorchScript archives OpenAI released (`ViT-B-32.pt`, `RN50.pt`, ...; the addresses are in
+    README.md) or a file holding an OpenAI-format state dict (`torch.save(state_dict, path)`, as written by
+    `python -m minclip export`); `state_dict`, when given, is its already-read content. The model is minclip's CLIP
+    (ViT or OpenAI's ResNet) in float32 and eval mode, the tokenizer OpenAI's BPE (49,408 tokens), and `preprocess`
+    is `minclip.preprocess.CLIPPreprocess`: shorter side resized to the input size with bicubic interpolation, centre
+    crop, CLIP's mean and standard deviation, equal to OpenAI's on PIL images. Nothing is downloaded.
+
+        >>> model, preprocess, tokenizer = minclip.load("ViT-B-32.pt")                  # doctest: +SKIP
+        >>> image_features = model.encode_image(preprocess(Image.open("cat.jpg"))[None])  # doctest: +SKIP
+        >>> text_features = model.encode_text(tokenizer.tokenize(["a photo of a cat"]))   # doctest: +SKIP
+    """
+    from .model import load_openai_checkpoint
+    from .preprocess import CLIPPreprocess
+
+    model = load_openai_checkpoint(path) if state_dict is None else CLIP.from_openai_state_dict(state_dict)
+    tokenizer = BPETokenizer.openai()
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"{path} has a vocabulary of {model.config.vocab_size} tokens, not the {tokenizer.vocab_size} "
+                         "of OpenAI's tokenizer: build it with CLIP.from_openai_state_dict and use the tokenizer it "
+                         "was trained with")
+    return model.to(device).eval(), CLIPPreprocess(model.config.image_size), tokenizer
 
 
 # ------------------------------------------------------------------------------------------------------- training

@@ -23,7 +23,8 @@ norm and a shortcut); each stage after the first halves the resolution and doubl
 pooling, then a projection. OpenAI's ResNet encoders (RN50 and up) differ: bottleneck blocks (1x1, 3x3, 1x1 with
 4x expansion), a three-convolution stem with average pooling, anti-aliased downsampling (an average pool before each
 strided step instead of a strided convolution), and attention pooling (a single multi-head attention whose query is
-the mean of the feature map) instead of the global average pool. Only ViT checkpoints load into minclip.
+the mean of the feature map) instead of the global average pool. That network is ``minclip/modified_resnet.py``
+(``CLIPConfig.image_encoder="modified_resnet"``), which OpenAI's ResNet checkpoints load into.
 """
 
 import torch

@@ -4,11 +4,20 @@ OpenAI's CLIP (`clip-anytorch` on PyPI) and open_clip (`open-clip-torch`) are in
 dependencies. Their package `__init__` files import torchvision, which minclip does not use, so we load only the
 single files we compare against (`clip/model.py`, `clip/simple_tokenizer.py`, `open_clip/loss.py`). Their code is
 never copied into minclip: it is only the oracle.
+
+Three oracles need whole packages: OpenAI's image transform (`clip.clip._transform`) and open_clip's `create_model`
+import torchvision. `make setup` installs it without its dependencies, as a test-only reference (minclip never
+imports it); the tests that need it skip, saying so, when it is absent. Its wheel on PyPI is built against CUDA and
+its compiled operators (`torchvision::nms`, ...) do not load beside the CPU build of torch; the transforms we compare
+against are pure Python, so `torchvision()` imports it without registering those operators.
 """
 
 import functools
+import importlib
 import importlib.util
+import sys
 import sysconfig
+import types
 from pathlib import Path
 
 import pytest
@@ -52,3 +61,50 @@ def open_clip_loss():
 def openai_bpe_path() -> Path:
     """Path of OpenAI's merges file `bpe_simple_vocab_16e6.txt.gz` inside the clip wheel."""
     return _site_file("clip", "bpe_simple_vocab_16e6.txt.gz")
+
+
+@functools.cache
+def torchvision():
+    """torchvision (a test-only reference), or skip the test when it is not installed.
+
+    Its `_meta_registrations` module registers fake kernels for compiled operators that the CUDA wheel cannot load
+    beside the CPU build of torch; it is replaced by an empty module, which only the compiled operators miss.
+    """
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed; it is a test-only reference: "
+                    "pip install --no-deps torchvision==0.28.0 (make setup does this)")
+    name = "torchvision._meta_registrations"
+    sys.modules.setdefault(name, types.ModuleType(name))
+    return importlib.import_module("torchvision")
+
+
+@functools.cache
+def openai_clip_package():
+    """OpenAI's `clip` package as a whole (`clip.clip._transform`, `clip.load`, ...); needs torchvision.
+
+    Its `clip.py` imports `packaging` through `pkg_resources`, which recent setuptools no longer ship: when it is
+    missing, a stand-in holding `packaging` is used for the import only.
+    """
+    torchvision()
+    if importlib.util.find_spec("pkg_resources") is not None:
+        return importlib.import_module("clip")
+    import packaging.version
+
+    sys.modules["pkg_resources"] = types.SimpleNamespace(packaging=packaging)
+    try:
+        return importlib.import_module("clip")
+    finally:
+        del sys.modules["pkg_resources"]
+
+
+def openai_transform(n_px: int):
+    """OpenAI's `preprocess` of `clip.load` for `n_px` inputs (torchvision: Resize, CenterCrop, RGB, ToTensor,
+    Normalize)."""
+    return openai_clip_package().clip._transform(n_px)
+
+
+@functools.cache
+def open_clip():
+    """The open_clip package (`create_model`, `add_model_config`); needs torchvision."""
+    torchvision()
+    return importlib.import_module("open_clip")

@@ -23,8 +23,8 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from minclip.__main__ import main
-from minclip.captioned import CaptionedData, data_format, expand_braces, read_index
-from minclip.data import resize_shorter_and_crop
+from minclip.captioned import CaptionedData, data_format, decode_image, expand_braces, read_index
+from minclip.preprocess import CLIPPreprocess
 from minclip.train import TrainConfig, load, read_checkpoint, train
 
 train_module = importlib.import_module("minclip.train")
@@ -106,7 +106,7 @@ def _pairs(data: CaptionedData, epoch: int = 0, position: int = 0, workers: int 
 
 
 def _expected(k: int) -> tuple[str, bytes]:
-    return _caption(k), resize_shorter_and_crop(_image(k), SIZE).tobytes()
+    return _caption(k), CLIPPreprocess(SIZE).pixels(_image(k)).tobytes()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -121,17 +121,19 @@ def test_brace_patterns_expand_as_webdataset_names_shards():
         expand_braces("x-{1-3}.tar")
 
 
-def test_images_of_any_size_are_resized_as_clips_preprocess():
+def test_images_of_any_size_are_read_as_clips_preprocess_prepares_them():
+    for k in range(4):  # wide, tall, square, very wide; decoded from PNG bytes
+        pixels = decode_image(_png(k), SIZE)
+        assert pixels.shape == (SIZE, SIZE, 3) and pixels.dtype == torch.uint8
+        np.testing.assert_array_equal(pixels.numpy(), CLIPPreprocess(SIZE).pixels(_image(k)))
     wide = np.zeros((20, 60, 3), dtype=np.uint8)
     wide[:, 10:50] = 255  # a white middle between black side bands
-    out = resize_shorter_and_crop(Image.fromarray(wide), 10)  # 20x60 -> 10x30, then the middle 10x10
-    assert out.shape == (10, 10, 3) and out.dtype == np.uint8
-    assert (out == 255).all()  # the side bands are cropped away, nothing is stretched
-    square = _image(2)  # 17 x 17: a square is only resized, with PIL's bicubic filter
-    np.testing.assert_array_equal(resize_shorter_and_crop(square, 8),
-                                  np.asarray(square.resize((8, 8), Image.BICUBIC)))
-    rgba = Image.new("RGBA", (30, 12), (10, 20, 30, 0))
-    assert resize_shorter_and_crop(rgba, 6).shape == (6, 6, 3)  # any mode becomes RGB, as OpenAI converts it
+    buffer = io.BytesIO()
+    Image.fromarray(wide).save(buffer, format="PNG")
+    assert (decode_image(buffer.getvalue(), 10) == 255).all()  # cropped, not stretched: the bands are gone
+    rgba = io.BytesIO()
+    Image.new("RGBA", (30, 12), (10, 20, 30, 0)).save(rgba, format="PNG")
+    assert decode_image(rgba.getvalue(), 6).shape == (6, 6, 3)  # any mode becomes RGB, as OpenAI converts it
 
 
 @pytest.mark.parametrize("layout", ["csv", "tsv", "jsonl", "folder", "shards"])
@@ -299,6 +301,7 @@ def test_training_on_shards_resumes_exactly_and_loads_with_minclip_load(tmp_path
     resumed = train(config, out=tmp_path / "cut", resume=True, progress=False)
     assert resumed.history["loss"] == whole.history["loss"]  # the same pairs in the same order: the same losses
     model, preprocess, tokenizer = load(tmp_path / "cut" / "checkpoint.pt")
+    assert isinstance(preprocess, CLIPPreprocess)  # new photos are prepared as training read them
     features = model.encode_image(preprocess([_image(0), _image(1)]))
     assert features.shape == (2, model.config.embed_dim)
     assert read_checkpoint(tmp_path / "cut" / "checkpoint.pt")["data_index"] == {"train_pairs": 12,

@@ -91,7 +91,7 @@ def test_tokenize_shows_openai_tokens(capsys):
 
 
 def test_every_subcommand_has_help(capsys):
-    for command in ("train", "eval", "search", "tokenize"):
+    for command in ("train", "eval", "search", "classify", "export", "tokenize"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
@@ -246,3 +246,138 @@ def test_a_bug_still_shows_its_traceback(run, monkeypatch):
     monkeypatch.setattr(minclip.evaluate, "encode_images", broken)
     with pytest.raises(RuntimeError, match="a bug in minclip"):
         main(["search", str(run / "checkpoint.pt"), "red"])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# classify and export, with minclip's checkpoints and with OpenAI's weights
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(np.full((40, 60, 3), (255, 0, 0), dtype=np.uint8)).save(folder / "red.png")
+    Image.fromarray(np.full((50, 30, 3), (0, 0, 255), dtype=np.uint8)).save(folder / "blue.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def openai_weights(tmp_path_factory):
+    """A tiny model with OpenAI's vocabulary and context, saved as an OpenAI-format state dict."""
+    import torch
+
+    from minclip.model import CLIP, CLIPConfig
+
+    torch.manual_seed(0)
+    config = CLIPConfig(embed_dim=32, image_size=32, patch_size=16, vision_width=64, vision_layers=1, vision_heads=1,
+                        vocab_size=49408, context_length=77, text_width=64, text_layers=1, text_heads=1)
+    path = tmp_path_factory.mktemp("openai") / "ViT-tiny.pt"
+    torch.save(CLIP(config).to_openai_state_dict(), path)
+    return path
+
+
+def classified(out: str) -> dict:
+    """`name: label p%, label p%` lines -> {name: [(label, p), ...]}"""
+    result = {}
+    for line in out.splitlines():
+        name, ranked = line.split(": ", 1)
+        result[name] = [(item.rsplit(" ", 1)[0], float(item.rsplit(" ", 1)[1].rstrip("%")))
+                        for item in ranked.split(", ")]
+    return result
+
+
+@pytest.mark.parametrize("kind", ["minclip", "openai"])
+def test_classify_a_folder_and_a_file(run, openai_weights, images, capsys, kind):
+    checkpoint = str(run / "checkpoint.pt") if kind == "minclip" else str(openai_weights)
+    assert main(["classify", checkpoint, str(images), "--labels", "red heart, blue circle,green apple"]) == 0
+    captured = capsys.readouterr()
+    result = classified(captured.out)
+    assert set(result) == {"red.png", "blue.jpg"} and "skipping notes.txt" in captured.err
+    for ranked in result.values():
+        assert {label for label, _ in ranked} == {"red heart", "blue circle", "green apple"}  # --top 3
+        assert [p for _, p in ranked] == sorted((p for _, p in ranked), reverse=True)
+        assert abs(sum(p for _, p in ranked) - 100) < 0.2
+    assert main(["classify", checkpoint, str(images / "red.png"), "--labels", "cat,dog,bird", "--top", "1",
+                 "--template", "a photo of a {}.", "--template", "a {} in a picture"]) == 0
+    ((name, ranked),) = classified(capsys.readouterr().out).items()
+    assert name == "red.png" and len(ranked) == 1
+
+
+def test_classify_uses_the_prompt_ensemble_of_the_model(run, openai_weights, images, capsys, monkeypatch):
+    import minclip.evaluate as evaluate
+
+    used = []
+    real = evaluate.zero_shot_classifier
+    monkeypatch.setattr(evaluate, "zero_shot_classifier",
+                        lambda model, tokenizer, labels, templates: used.append(tuple(templates)) or
+                        real(model, tokenizer, labels, templates))
+    for checkpoint in (run / "checkpoint.pt", openai_weights):
+        assert main(["classify", str(checkpoint), str(images), "--labels", "cat,dog"]) == 0
+    assert used == [evaluate.EMOJI_TEMPLATES, evaluate.PHOTO_TEMPLATES]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["classify", "missing.pt", "IMAGES", "--labels", "a,b"], "error: no checkpoint at missing.pt"),
+    (["classify", "CKPT", "nowhere", "--labels", "a,b"], "error: nowhere does not exist; give an image file or a "
+                                                         "folder of images"),
+    (["classify", "CKPT", "IMAGES", "--labels", " , "], "error: --labels needs at least two class names separated by "
+                                                       "commas, got ' , '"),
+    (["classify", "CKPT", "IMAGES", "--labels", "cat"], "error: --labels needs at least two class names"),
+    (["classify", "CKPT", "IMAGES", "--labels", "cat,dog,cat"], "error: --labels names cat more than once"),
+    (["classify", "CKPT", "IMAGES", "--labels", "a,b", "--template", "a photo"], "needs exactly one {} where the "
+                                                                                  "label goes"),
+    (["classify", "CKPT", "IMAGES", "--labels", "a,b", "--top", "0"], "error: --top must be at least 1, got 0"),
+    (["classify", "CKPT", "EMPTY", "--labels", "a,b"], "error: no image files in"),
+    (["classify", "CKPT", "NOTES", "--labels", "a,b"], "notes.txt could not be read as an image"),
+    (["classify", "OPENAI", "RED", "--labels", "a,b", "--template", "{}" + " word" * 80],
+     "error: the caption 'a word word word word word word word word word word word wor'... has 81 tokens, more than "
+     "the 75 this model reads; shorten that label or template"),
+    (["export", "CKPT", "IMAGES"], "is a folder; give a file name such as"),
+    (["export", "CKPT", "NOTES", "--open-clip"], "notes.txt is a file; --open-clip writes a folder"),
+    (["export", "missing.pt", "out.pt"], "error: no checkpoint at missing.pt"),
+])
+def test_classify_and_export_bad_input_is_one_line(run, openai_weights, images, tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    replace = {"CKPT": str(run / "checkpoint.pt"), "OPENAI": str(openai_weights), "IMAGES": str(images),
+               "EMPTY": str(tmp_path / "empty"), "NOTES": str(images / "notes.txt"), "RED": str(images / "red.png")}
+    one_line_error(capsys, [replace.get(a, a) for a in argv], message)
+
+
+def test_search_and_eval_with_openai_weights(openai_weights, images, tmp_path, capsys, monkeypatch):
+    import minclip.evaluate as evaluate
+
+    assert main(["search", str(openai_weights), "a red square", "--images", str(images),
+                 "--gallery", str(tmp_path / "g.png")]) == 0
+    assert {line.split()[-1] for line in capsys.readouterr().out.splitlines()[:2]} == {"red.png", "blue.jpg"}
+    calls = []  # the report itself is tested with minclip's checkpoints; here: what eval asks of it
+    monkeypatch.setattr(evaluate, "heldout_report", lambda model, tokenizer, *args, **kwargs:
+                        calls.append((model.config.vocab_size, tokenizer.vocab_size, args)) or {})
+    monkeypatch.setattr(evaluate, "format_report", lambda report: "REPORT")
+    assert main(["eval", str(openai_weights)]) == 0
+    out = capsys.readouterr().out
+    assert out == "OpenAI's weights, zero-shot: the shipped emoji resized to 32 pixels, English captions\nREPORT\n"
+    assert calls == [(49408, 49408, ("emoji", "en", 32))]
+
+
+def test_export_for_openai_and_open_clip(run, openai_weights, tmp_path, capsys):
+    import torch
+
+    from minclip.model import load_openai_checkpoint
+    from minclip.train import load
+
+    model = load(run / "checkpoint.pt")[0]
+    assert main(["export", str(run / "checkpoint.pt"), str(tmp_path / "nano.pt")]) == 0
+    captured = capsys.readouterr()
+    assert "warning: this model has vision 2 heads (OpenAI's loader assumes vision_width 32 // 64 = 0)" in \
+        captured.err and captured.err.count("\n") == 1
+    assert f"wrote {tmp_path / 'nano.pt'} in OpenAI's layout" in captured.out
+    exported = load_openai_checkpoint(tmp_path / "nano.pt", vision_heads=2, text_heads=2,
+                                      eot_token_id=model.config.eot_token_id)
+    tokens = torch.tensor([[model.config.sot_token_id, 5, 6, model.config.eot_token_id]])
+    torch.testing.assert_close(exported.encode_text(tokens), model.encode_text(tokens))
+
+    assert main(["export", str(openai_weights), str(tmp_path / "tiny"), "--open-clip"]) == 0
+    captured = capsys.readouterr()
+    assert {path.name for path in (tmp_path / "tiny").iterdir()} == \
+           {"tiny.json", "open_clip_config.json", "open_clip_pytorch_model.bin"}
+    assert f"create_model('local-dir:{tmp_path / 'tiny'}')" in captured.out and captured.err == ""
+    config = json.loads((tmp_path / "tiny" / "tiny.json").read_text())
+    assert config["vision_cfg"]["head_width"] == 64 and config["text_cfg"]["heads"] == 1
