@@ -518,7 +518,9 @@ def load(path: str | Path, device: str = "cpu"):
 
     `path` is a minclip checkpoint, or one of OpenAI's released files (see `load_openai`). For a minclip checkpoint,
     `preprocess` turns uint8 images `(N, H, W, 3)` (a tensor or numpy array) or a list of PIL images into the model's
-    input `(N, 3, S, S)`: resized to the model's image size, scaled and normalised as in training.
+    input `(N, 3, S, S)`: resized to the model's image size, scaled and normalised as in training. A checkpoint trained
+    on your own data (`data` = a path) gets `minclip.preprocess.CLIPPreprocess`, the shorter-side resize and centre
+    crop its training images went through.
 
         >>> model, preprocess, tokenizer = minclip.load("runs/tiny/checkpoint.pt")      # doctest: +SKIP
         >>> image_features = model.encode_image(preprocess(images))                    # doctest: +SKIP
