@@ -214,7 +214,8 @@ def test_siglip_loss_with_foils_adds_one_negative_pair_per_image_and_foil():
     expected = naive_siglip_loss(image, text, scale, bias) + extra
     torch.testing.assert_close(siglip_loss(image, text, scale, bias, foil), torch.tensor(expected, dtype=torch.float64),
                                rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(SigLipLoss()(image, text, scale, bias, foil), siglip_loss(image, text, scale, bias, foil))
+    module = SigLipLoss()(image, text, scale, bias, foil)
+    torch.testing.assert_close(module, siglip_loss(image, text, scale, bias, foil))
 
 
 def test_foil_errors():
