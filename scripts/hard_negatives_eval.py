@@ -1,0 +1,159 @@
+"""Measure what hard negative captions (NegCLIP, `--hard-negatives`) buy: the same recipe with and without foils, at
+the same compute (same data, epochs, steps and batch size), over several seeds; print the table the README and
+notebook 09 quote, and write it to docs/hard_negatives.json.
+
+    python scripts/hard_negatives_eval.py                        # shapes and emoji, seeds 0 and 1 (about 1.5 h)
+    python scripts/hard_negatives_eval.py --data shapes --seeds 0 1 2
+    python scripts/hard_negatives_eval.py --table                # print the table of docs/hard_negatives.json only
+
+Runs (trained with one thread if missing, reused otherwise, in runs/hardneg/<data>-<arm>-seed<k>):
+    shapes   notebook 09's shapes model: the tiny preset, 4 epochs (312 steps), vocab_size 588
+    emoji    the main job (TrainConfig defaults: tiny, 44 epochs); --emoji-epochs shortens both arms alike
+
+Measured on the held-out test split of each set (English captions):
+    shapes   binding accuracy against the role, colour and shape foil of every test caption (chance 50 %), image
+             search among the 1,000 test images (R@1), and the text tower's cosine between each test caption and
+             each of its foils (1.0: the text tower cannot tell them apart, so no image can)
+    emoji    within-family accuracy (the right tone/gender among its siblings), image search among all 3,655
+             images (R@1, R@5), and the text tower's cosine between each test name and its siblings' names
+Foils are only ever made from training captions, so the held-out captions stay unseen in both arms.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from minclip.evaluate import (binding_accuracy, encode_images, encode_texts, heldout_pairs,  # noqa: E402
+                              retrieval_recall, within_family_accuracy)
+from minclip.train import TrainConfig, train, trained_with  # noqa: E402
+
+RESULTS = ROOT / "docs" / "hard_negatives.json"
+KINDS = ("role", "colour", "shape")
+ARMS = ("plain", "hard negatives")
+
+
+def recipe(data: str, seed: int, hard_negatives: bool, emoji_epochs: int) -> TrainConfig:
+    if data == "shapes":  # notebook 09's shapes model
+        return TrainConfig(data="shapes", epochs=4, eval_every=0, vocab_size=588, seed=seed,
+                           hard_negatives=hard_negatives)
+    return TrainConfig(epochs=emoji_epochs, seed=seed, hard_negatives=hard_negatives)  # the main job's recipe
+
+
+def run_folder(data: str, seed: int, hard_negatives: bool, emoji_epochs: int) -> Path:
+    arm = "hard" if hard_negatives else "plain"
+    length = f"-{emoji_epochs}ep" if data == "emoji" and emoji_epochs != TrainConfig().epochs else ""
+    return ROOT / "runs" / "hardneg" / f"{data}{length}-{arm}-seed{seed}"
+
+
+@torch.no_grad()
+def measure_shapes(model, tokenizer, seed: int) -> dict:
+    heldout = heldout_pairs("shapes", "en", model.config.image_size, seed)
+    image_features = encode_images(model, heldout.model_input)  # (N, E)
+    true_text = encode_texts(model, tokenizer, heldout.test_captions)  # (N, E)
+    row = {"R@1": retrieval_recall(true_text @ image_features.T, heldout.test_indices, ks=(1,))["text_to_image"]["R@1"]}
+    true_scores = (image_features * true_text).sum(dim=1)  # (N,)
+    for kind in KINDS:
+        foil_text = encode_texts(model, tokenizer, [foils[kind] for foils in heldout.foils])  # (N, E)
+        foil_scores = (image_features * foil_text).sum(dim=1)
+        row[f"binding {kind}"] = binding_accuracy(true_scores, foil_scores[:, None])["accuracy"]
+        row[f"text cosine {kind}"] = (true_text * foil_text).sum(dim=1).mean().item()
+    return row
+
+
+@torch.no_grad()
+def measure_emoji(model, tokenizer) -> dict:
+    heldout = heldout_pairs("emoji", "en", model.config.image_size)
+    image_features = encode_images(model, heldout.model_input)  # (3655, E)
+    text_features = encode_texts(model, tokenizer, heldout.test_captions)  # (Q, E)
+    similarity = text_features @ image_features.T  # (Q, 3655)
+    recall = retrieval_recall(similarity, heldout.test_indices, ks=(1, 5))["text_to_image"]
+    row = {"within family": within_family_accuracy(similarity, heldout.test_indices, heldout.families)["accuracy"],
+           "R@1": recall["R@1"], "R@5": recall["R@5"]}
+    # the text side: each held-out name against the names of its siblings (the foils of the test)
+    from minclip.data import EmojiDataset
+
+    names = [record["name_en"] for record in EmojiDataset("all", image_size=8, captions="eval").records]
+    name_features = encode_texts(model, tokenizer, names)  # (3655, E)
+    cosines = []
+    for query, target in zip(text_features, heldout.test_indices):
+        siblings = [j for j, family in enumerate(heldout.families) if family == heldout.families[target] and j != target]
+        cosines += (name_features[siblings] @ query).tolist()
+    row["text cosine siblings"] = statistics.fmean(cosines)
+    return row
+
+
+def one_run(data: str, seed: int, hard_negatives: bool, emoji_epochs: int) -> dict:
+    config, out = recipe(data, seed, hard_negatives, emoji_epochs), run_folder(data, seed, hard_negatives, emoji_epochs)
+    reused = trained_with(out / "checkpoint.pt", config)
+    start = time.time()
+    result = train(config, out=out, resume=reused, progress=False)
+    model = result.model.eval()
+    row = measure_shapes(model, result.tokenizer, seed) if data == "shapes" else measure_emoji(model, result.tokenizer)
+    row.update(data=data, seed=seed, arm=ARMS[hard_negatives], steps=result.history["step"][-1],
+               epochs=config.epochs, train_seconds=None if reused else round(time.time() - start))
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    """Mean over seeds per (data, arm), with each seed's value in brackets."""
+    lines = []
+    for data in ("shapes", "emoji"):
+        chosen = [row for row in rows if row["data"] == data]
+        if not chosen:
+            continue
+        metrics = [key for key in chosen[0] if key not in ("data", "seed", "arm", "steps", "epochs", "train_seconds")]
+        lines += [f"{data} ({chosen[0]['epochs']} epochs, {chosen[0]['steps']} steps per run)",
+                  "| metric | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
+        for metric in metrics:
+            cells = []
+            for arm in ARMS:
+                values = [row[metric] for row in sorted(chosen, key=lambda r: r["seed"]) if row["arm"] == arm]
+                percent = not metric.startswith("text cosine")
+                shown = [f"{100 * v:.1f}" if percent else f"{v:.3f}" for v in values]
+                mean = statistics.fmean(values) if values else float("nan")
+                cells.append(f"{100 * mean:.1f} % ({', '.join(shown)})" if percent else
+                             f"{mean:.3f} ({', '.join(shown)})")
+            lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        seeds = sorted({row["seed"] for row in chosen})
+        lines.append(f"seeds {seeds}; each cell: mean (per seed)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=["shapes", "emoji"], choices=["shapes", "emoji"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--emoji-epochs", type=int, default=TrainConfig().epochs)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", action="store_true", help=f"print the table of {RESULTS.name} and stop")
+    args = parser.parse_args(argv)
+    stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
+    if args.table:
+        print(table(stored["runs"]))
+        return 0
+    torch.set_num_threads(args.threads)
+    for seed in args.seeds:
+        for data in args.data:
+            for hard_negatives in (False, True):
+                row = one_run(data, seed, hard_negatives, args.emoji_epochs)
+                print(json.dumps(row), flush=True)
+                stored["runs"] = [r for r in stored["runs"] if (r["data"], r["seed"], r["arm"], r["epochs"])
+                                  != (row["data"], row["seed"], row["arm"], row["epochs"])] + [row]
+                stored["machine"] = f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"
+                RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
+    print(table(stored["runs"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
