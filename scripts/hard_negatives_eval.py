@@ -4,6 +4,7 @@ notebook 09 quote, and write it to docs/hard_negatives.json.
 
     python scripts/hard_negatives_eval.py                        # shapes and emoji, seeds 0 and 1 (about 1.5 h)
     python scripts/hard_negatives_eval.py --data shapes --seeds 0 1 2
+    python scripts/hard_negatives_eval.py --data shapes --seeds 0 --shapes-epochs 12 --arms "hard negatives"
     python scripts/hard_negatives_eval.py --table                # print the table of docs/hard_negatives.json only
 
 Runs (trained with one thread if missing, reused otherwise, in runs/hardneg/<data>-<arm>-seed<k>):
@@ -41,16 +42,20 @@ KINDS = ("role", "colour", "shape")
 ARMS = ("plain", "hard negatives")
 
 
-def recipe(data: str, seed: int, hard_negatives: bool, emoji_epochs: int) -> TrainConfig:
-    if data == "shapes":  # notebook 09's shapes model
-        return TrainConfig(data="shapes", epochs=4, eval_every=0, vocab_size=588, seed=seed,
+SHAPES_EPOCHS = 4  # notebook 09's shapes model
+EMOJI_EPOCHS = TrainConfig().epochs  # the main job
+
+
+def recipe(data: str, seed: int, hard_negatives: bool, epochs: int) -> TrainConfig:
+    if data == "shapes":  # notebook 09's shapes model (notebook 12's with 12 epochs)
+        return TrainConfig(data="shapes", epochs=epochs, eval_every=0, vocab_size=588, seed=seed,
                            hard_negatives=hard_negatives)
-    return TrainConfig(epochs=emoji_epochs, seed=seed, hard_negatives=hard_negatives)  # the main job's recipe
+    return TrainConfig(epochs=epochs, seed=seed, hard_negatives=hard_negatives)  # the main job's recipe
 
 
-def run_folder(data: str, seed: int, hard_negatives: bool, emoji_epochs: int) -> Path:
+def run_folder(data: str, seed: int, hard_negatives: bool, epochs: int) -> Path:
     arm = "hard" if hard_negatives else "plain"
-    length = f"-{emoji_epochs}ep" if data == "emoji" and emoji_epochs != TrainConfig().epochs else ""
+    length = "" if epochs == {"shapes": SHAPES_EPOCHS, "emoji": EMOJI_EPOCHS}[data] else f"-{epochs}ep"
     return ROOT / "runs" / "hardneg" / f"{data}{length}-{arm}-seed{seed}"
 
 
@@ -85,14 +90,15 @@ def measure_emoji(model, tokenizer) -> dict:
     name_features = encode_texts(model, tokenizer, names)  # (3655, E)
     cosines = []
     for query, target in zip(text_features, heldout.test_indices):
-        siblings = [j for j, family in enumerate(heldout.families) if family == heldout.families[target] and j != target]
+        family = heldout.families[target]
+        siblings = [j for j, other in enumerate(heldout.families) if other == family and j != target]
         cosines += (name_features[siblings] @ query).tolist()
     row["text cosine siblings"] = statistics.fmean(cosines)
     return row
 
 
-def one_run(data: str, seed: int, hard_negatives: bool, emoji_epochs: int) -> dict:
-    config, out = recipe(data, seed, hard_negatives, emoji_epochs), run_folder(data, seed, hard_negatives, emoji_epochs)
+def one_run(data: str, seed: int, hard_negatives: bool, epochs: int) -> dict:
+    config, out = recipe(data, seed, hard_negatives, epochs), run_folder(data, seed, hard_negatives, epochs)
     reused = trained_with(out / "checkpoint.pt", config)
     start = time.time()
     result = train(config, out=out, resume=reused, progress=False)
@@ -104,12 +110,11 @@ def one_run(data: str, seed: int, hard_negatives: bool, emoji_epochs: int) -> di
 
 
 def table(rows: list[dict]) -> str:
-    """Mean over seeds per (data, arm), with each seed's value in brackets."""
+    """Mean over seeds per (data, epochs, arm), with each seed's value in brackets."""
     lines = []
-    for data in ("shapes", "emoji"):
-        chosen = [row for row in rows if row["data"] == data]
-        if not chosen:
-            continue
+    groups = sorted({(row["data"], row["epochs"]) for row in rows}, key=lambda key: (key[0] != "shapes", key))
+    for data, epochs in groups:
+        chosen = [row for row in rows if (row["data"], row["epochs"]) == (data, epochs)]
         metrics = [key for key in chosen[0] if key not in ("data", "seed", "arm", "steps", "epochs", "train_seconds")]
         lines += [f"{data} ({chosen[0]['epochs']} epochs, {chosen[0]['steps']} steps per run)",
                   "| metric | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
@@ -117,14 +122,17 @@ def table(rows: list[dict]) -> str:
             cells = []
             for arm in ARMS:
                 values = [row[metric] for row in sorted(chosen, key=lambda r: r["seed"]) if row["arm"] == arm]
+                if not values:
+                    cells.append("not run")
+                    continue
                 percent = not metric.startswith("text cosine")
                 shown = [f"{100 * v:.1f}" if percent else f"{v:.3f}" for v in values]
                 mean = statistics.fmean(values) if values else float("nan")
                 cells.append(f"{100 * mean:.1f} % ({', '.join(shown)})" if percent else
                              f"{mean:.3f} ({', '.join(shown)})")
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-        seeds = sorted({row["seed"] for row in chosen})
-        lines.append(f"seeds {seeds}; each cell: mean (per seed)")
+        seeds = {arm: sorted(row["seed"] for row in chosen if row["arm"] == arm) for arm in ARMS}
+        lines.append("seeds " + ", ".join(f"{arm}: {seeds[arm]}" for arm in ARMS) + "; each cell: mean (per seed)")
         lines.append("")
     return "\n".join(lines)
 
@@ -133,7 +141,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["shapes", "emoji"], choices=["shapes", "emoji"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--emoji-epochs", type=int, default=TrainConfig().epochs)
+    parser.add_argument("--shapes-epochs", type=int, default=SHAPES_EPOCHS)
+    parser.add_argument("--emoji-epochs", type=int, default=EMOJI_EPOCHS)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="which arms to train")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--table", action="store_true", help=f"print the table of {RESULTS.name} and stop")
     args = parser.parse_args(argv)
@@ -145,7 +155,10 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for data in args.data:
             for hard_negatives in (False, True):
-                row = one_run(data, seed, hard_negatives, args.emoji_epochs)
+                if ARMS[hard_negatives] not in args.arms:
+                    continue
+                epochs = args.shapes_epochs if data == "shapes" else args.emoji_epochs
+                row = one_run(data, seed, hard_negatives, epochs)
                 print(json.dumps(row), flush=True)
                 stored["runs"] = [r for r in stored["runs"] if (r["data"], r["seed"], r["arm"], r["epochs"])
                                   != (row["data"], row["seed"], row["arm"], row["epochs"])] + [row]
