@@ -13,8 +13,9 @@ Runs (trained with one thread if missing, reused otherwise, in runs/hardneg/<dat
 
 Measured on the held-out test split of each set (English captions):
     shapes   binding accuracy against the role, colour and shape foil of every test caption (chance 50 %), image
-             search among the 1,000 test images (R@1), and the text tower's cosine between each test caption and
-             each of its foils (1.0: the text tower cannot tell them apart, so no image can)
+             search among the 1,000 test images (R@1), the text tower's cosine between each test caption and
+             each of its foils (1.0: the text tower cannot tell them apart, so no image can), and the image tower's
+             cosine between each test image and the drawing of its foil (the scene with the swap applied)
     emoji    within-family accuracy (the right tone/gender among its siblings), image search among all 3,655
              images (R@1, R@5), and the text tower's cosine between each test name and its siblings' names
 Foils are only ever made from training captions, so the held-out captions stay unseen in both arms.
@@ -26,6 +27,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,8 @@ import torch  # noqa: E402
 
 from minclip.evaluate import (binding_accuracy, encode_images, encode_texts, heldout_pairs,  # noqa: E402
                               retrieval_recall, within_family_accuracy)
+from minclip.data import to_model_input  # noqa: E402
+from minclip.shapes import generate_scene, render_scenes  # noqa: E402
 from minclip.train import TrainConfig, train, trained_with  # noqa: E402
 
 RESULTS = ROOT / "docs" / "hard_negatives.json"
@@ -59,6 +63,16 @@ def run_folder(data: str, seed: int, hard_negatives: bool, epochs: int) -> Path:
     return ROOT / "runs" / "hardneg" / f"{data}{length}-{arm}-seed{seed}"
 
 
+def swapped_scene(scene, kind: str):
+    """The two-object `scene` with its foil's swap applied to the picture: what the foil caption describes."""
+    first, second = scene.objects
+    if kind == "role":  # the objects trade places, the places stay
+        first, second = replace(second, x=first.x, y=first.y), replace(first, x=second.x, y=second.y)
+    else:  # "colour" or "shape": the two objects trade that attribute
+        first, second = replace(first, **{kind: getattr(second, kind)}), replace(second, **{kind: getattr(first, kind)})
+    return type(scene)((first, second), scene.relation)
+
+
 @torch.no_grad()
 def measure_shapes(model, tokenizer, seed: int) -> dict:
     heldout = heldout_pairs("shapes", "en", model.config.image_size, seed)
@@ -71,6 +85,11 @@ def measure_shapes(model, tokenizer, seed: int) -> dict:
         foil_scores = (image_features * foil_text).sum(dim=1)
         row[f"binding {kind}"] = binding_accuracy(true_scores, foil_scores[:, None])["accuracy"]
         row[f"text cosine {kind}"] = (true_text * foil_text).sum(dim=1).mean().item()
+    scenes = [generate_scene("test", seed, i) for i in range(len(heldout.test_captions))]  # the test split's scenes
+    size = model.config.image_size
+    for kind in KINDS:
+        drawn = to_model_input(torch.from_numpy(render_scenes([swapped_scene(s, kind) for s in scenes], size)))
+        row[f"image cosine {kind}"] = (image_features * encode_images(model, drawn)).sum(dim=1).mean().item()
     return row
 
 
@@ -125,7 +144,7 @@ def table(rows: list[dict]) -> str:
                 if not values:
                     cells.append("not run")
                     continue
-                percent = not metric.startswith("text cosine")
+                percent = "cosine" not in metric
                 shown = [f"{100 * v:.1f}" if percent else f"{v:.3f}" for v in values]
                 mean = statistics.fmean(values) if values else float("nan")
                 cells.append(f"{100 * mean:.1f} % ({', '.join(shown)})" if percent else
