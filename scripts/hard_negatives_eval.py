@@ -5,6 +5,7 @@ notebook 09 quote, and write it to docs/hard_negatives.json.
     python scripts/hard_negatives_eval.py                        # shapes and emoji, seeds 0 and 1 (about 1.5 h)
     python scripts/hard_negatives_eval.py --data shapes --seeds 0 1 2
     python scripts/hard_negatives_eval.py --data shapes --seeds 0 --shapes-epochs 12 --arms "hard negatives"
+    python scripts/hard_negatives_eval.py --data emoji --seeds 0 --arms "hard negatives + family batches"
     python scripts/hard_negatives_eval.py --table                # print the table of docs/hard_negatives.json only
 
 Runs (trained with one thread if missing, reused otherwise, in runs/hardneg/<data>-<arm>-seed<k>):
@@ -17,7 +18,8 @@ Measured on the held-out test split of each set (English captions):
              each of its foils (1.0: the text tower cannot tell them apart, so no image can), and the image tower's
              cosine between each test image and the drawing of its foil (the scene with the swap applied)
     emoji    within-family accuracy (the right tone/gender among its siblings), image search among all 3,655
-             images (R@1, R@5), and the text tower's cosine between each test name and its siblings' names
+             images (R@1, R@5), the text tower's cosine between each test name and its siblings' names, and the
+             image tower's between each test image and its siblings' images
 Foils are only ever made from training captions, so the held-out captions stay unseen in both arms.
 """
 
@@ -43,22 +45,31 @@ from minclip.train import TrainConfig, train, trained_with  # noqa: E402
 
 RESULTS = ROOT / "docs" / "hard_negatives.json"
 KINDS = ("role", "colour", "shape")
-ARMS = ("plain", "hard negatives")
+ARMS = {  # name -> (hard_negatives, family_batches); family batches put emoji siblings, images and all, in one batch
+    "plain": (False, False),
+    "hard negatives": (True, False),
+    "hard negatives + family batches": (True, True),  # emoji only: NegCLIP's hard negative images as well
+}
+DEFAULT_ARMS = ("plain", "hard negatives")
 
 
 SHAPES_EPOCHS = 4  # notebook 09's shapes model
 EMOJI_EPOCHS = TrainConfig().epochs  # the main job
 
 
-def recipe(data: str, seed: int, hard_negatives: bool, epochs: int) -> TrainConfig:
+def recipe(data: str, seed: int, arm: str, epochs: int) -> TrainConfig:
+    hard_negatives, family_batches = ARMS[arm]
     if data == "shapes":  # notebook 09's shapes model (notebook 12's with 12 epochs)
+        if family_batches:
+            raise ValueError("family batches are an emoji option: the shapes set has no families")
         return TrainConfig(data="shapes", epochs=epochs, eval_every=0, vocab_size=588, seed=seed,
                            hard_negatives=hard_negatives)
-    return TrainConfig(epochs=epochs, seed=seed, hard_negatives=hard_negatives)  # the main job's recipe
+    return TrainConfig(epochs=epochs, seed=seed, hard_negatives=hard_negatives,  # the main job's recipe
+                       family_batches=family_batches)
 
 
-def run_folder(data: str, seed: int, hard_negatives: bool, epochs: int) -> Path:
-    arm = "hard" if hard_negatives else "plain"
+def run_folder(data: str, seed: int, arm: str, epochs: int) -> Path:
+    arm = {"plain": "plain", "hard negatives": "hard", "hard negatives + family batches": "hard-family"}[arm]
     length = "" if epochs == {"shapes": SHAPES_EPOCHS, "emoji": EMOJI_EPOCHS}[data] else f"-{epochs}ep"
     return ROOT / "runs" / "hardneg" / f"{data}{length}-{arm}-seed{seed}"
 
@@ -107,23 +118,25 @@ def measure_emoji(model, tokenizer) -> dict:
 
     names = [record["name_en"] for record in EmojiDataset("all", image_size=8, captions="eval").records]
     name_features = encode_texts(model, tokenizer, names)  # (3655, E)
-    cosines = []
+    text_cosines, image_cosines = [], []
     for query, target in zip(text_features, heldout.test_indices):
         family = heldout.families[target]
         siblings = [j for j, other in enumerate(heldout.families) if other == family and j != target]
-        cosines += (name_features[siblings] @ query).tolist()
-    row["text cosine siblings"] = statistics.fmean(cosines)
+        text_cosines += (name_features[siblings] @ query).tolist()
+        image_cosines += (image_features[siblings] @ image_features[target]).tolist()  # the image side, alike
+    row["text cosine siblings"] = statistics.fmean(text_cosines)
+    row["image cosine siblings"] = statistics.fmean(image_cosines)
     return row
 
 
-def one_run(data: str, seed: int, hard_negatives: bool, epochs: int) -> dict:
-    config, out = recipe(data, seed, hard_negatives, epochs), run_folder(data, seed, hard_negatives, epochs)
+def one_run(data: str, seed: int, arm: str, epochs: int) -> dict:
+    config, out = recipe(data, seed, arm, epochs), run_folder(data, seed, arm, epochs)
     reused = trained_with(out / "checkpoint.pt", config)
     start = time.time()
     result = train(config, out=out, resume=reused, progress=False)
     model = result.model.eval()
     row = measure_shapes(model, result.tokenizer, seed) if data == "shapes" else measure_emoji(model, result.tokenizer)
-    row.update(data=data, seed=seed, arm=ARMS[hard_negatives], steps=result.history["step"][-1],
+    row.update(data=data, seed=seed, arm=arm, steps=result.history["step"][-1],
                epochs=config.epochs, train_seconds=None if reused else round(time.time() - start))
     return row
 
@@ -134,13 +147,16 @@ def table(rows: list[dict]) -> str:
     groups = sorted({(row["data"], row["epochs"]) for row in rows}, key=lambda key: (key[0] != "shapes", key))
     for data, epochs in groups:
         chosen = [row for row in rows if (row["data"], row["epochs"]) == (data, epochs)]
-        metrics = [key for key in chosen[0] if key not in ("data", "seed", "arm", "steps", "epochs", "train_seconds")]
+        metrics = list(dict.fromkeys(key for row in chosen for key in row
+                                     if key not in ("data", "seed", "arm", "steps", "epochs", "train_seconds")))
+        arms = [arm for arm in ARMS if any(row["arm"] == arm for row in chosen)]
         lines += [f"{data} ({chosen[0]['epochs']} epochs, {chosen[0]['steps']} steps per run)",
-                  "| metric | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
+                  "| metric | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
         for metric in metrics:
             cells = []
-            for arm in ARMS:
-                values = [row[metric] for row in sorted(chosen, key=lambda r: r["seed"]) if row["arm"] == arm]
+            for arm in arms:
+                values = [row[metric] for row in sorted(chosen, key=lambda r: r["seed"])
+                          if row["arm"] == arm and metric in row]
                 if not values:
                     cells.append("not run")
                     continue
@@ -150,8 +166,8 @@ def table(rows: list[dict]) -> str:
                 cells.append(f"{100 * mean:.1f} % ({', '.join(shown)})" if percent else
                              f"{mean:.3f} ({', '.join(shown)})")
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-        seeds = {arm: sorted(row["seed"] for row in chosen if row["arm"] == arm) for arm in ARMS}
-        lines.append("seeds " + ", ".join(f"{arm}: {seeds[arm]}" for arm in ARMS) + "; each cell: mean (per seed)")
+        seeds = {arm: sorted(row["seed"] for row in chosen if row["arm"] == arm) for arm in arms}
+        lines.append("seeds " + ", ".join(f"{arm}: {seeds[arm]}" for arm in arms) + "; each cell: mean (per seed)")
         lines.append("")
     return "\n".join(lines)
 
@@ -162,7 +178,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--shapes-epochs", type=int, default=SHAPES_EPOCHS)
     parser.add_argument("--emoji-epochs", type=int, default=EMOJI_EPOCHS)
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="which arms to train")
+    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS),
+                        help="which arms to train (default: plain and hard negatives)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--table", action="store_true", help=f"print the table of {RESULTS.name} and stop")
     args = parser.parse_args(argv)
@@ -173,11 +190,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     for seed in args.seeds:
         for data in args.data:
-            for hard_negatives in (False, True):
-                if ARMS[hard_negatives] not in args.arms:
-                    continue
+            for arm in args.arms:
                 epochs = args.shapes_epochs if data == "shapes" else args.emoji_epochs
-                row = one_run(data, seed, hard_negatives, epochs)
+                row = one_run(data, seed, arm, epochs)
                 print(json.dumps(row), flush=True)
                 stored["runs"] = [r for r in stored["runs"] if (r["data"], r["seed"], r["arm"], r["epochs"])
                                   != (row["data"], row["seed"], row["arm"], row["epochs"])] + [row]
