@@ -17,7 +17,8 @@ Measured on the held-out test split of each set (English captions):
              search among the 1,000 test images (R@1), the text tower's cosine between each test caption and
              each of its foils (1.0: the text tower cannot tell them apart, so no image can), and the image tower's
              cosine between each test image and the drawing of its foil (the scene with the swap applied)
-    emoji    within-family accuracy (the right tone/gender among its siblings), image search among all 3,655
+    emoji    within-family accuracy (the right tone/gender among its siblings; also apart for the held-out tones
+             of known people and the held-out genders of known roles), image search among all 3,655
              images (R@1, R@5), the text tower's cosine between each test name and its siblings' names, and the
              image tower's between each test image and its siblings' images
 Foils are only ever made from training captions, so the held-out captions stay unseen in both arms.
@@ -39,7 +40,7 @@ import torch  # noqa: E402
 
 from minclip.evaluate import (binding_accuracy, encode_images, encode_texts, heldout_pairs,  # noqa: E402
                               retrieval_recall, within_family_accuracy)
-from minclip.data import to_model_input  # noqa: E402
+from minclip.data import EmojiDataset, to_model_input  # noqa: E402
 from minclip.shapes import generate_scene, render_scenes  # noqa: E402
 from minclip.train import TrainConfig, train, trained_with  # noqa: E402
 
@@ -113,10 +114,14 @@ def measure_emoji(model, tokenizer) -> dict:
     recall = retrieval_recall(similarity, heldout.test_indices, ks=(1, 5))["text_to_image"]
     row = {"within family": within_family_accuracy(similarity, heldout.test_indices, heldout.families)["accuracy"],
            "R@1": recall["R@1"], "R@5": recall["R@5"]}
+    records = EmojiDataset("all", image_size=8, captions="eval").records
+    for holdout in ("skin-tone", "gender-role"):  # a new tone of a known person; a new gender of a known role
+        queries = [q for q, target in enumerate(heldout.test_indices) if records[target]["holdout"] == holdout]
+        targets = [heldout.test_indices[q] for q in queries]
+        row[f"within family, {holdout}"] = within_family_accuracy(similarity[queries], targets,
+                                                                  heldout.families)["accuracy"]
     # the text side: each held-out name against the names of its siblings (the foils of the test)
-    from minclip.data import EmojiDataset
-
-    names = [record["name_en"] for record in EmojiDataset("all", image_size=8, captions="eval").records]
+    names = [record["name_en"] for record in records]
     name_features = encode_texts(model, tokenizer, names)  # (3655, E)
     text_cosines, image_cosines = [], []
     for query, target in zip(text_features, heldout.test_indices):
