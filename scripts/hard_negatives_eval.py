@@ -50,6 +50,7 @@ ARMS = {  # name -> (hard_negatives, family_batches); family batches put emoji s
     "plain": (False, False),
     "hard negatives": (True, False),
     "hard negatives + family batches": (True, True),  # emoji only: NegCLIP's hard negative images as well
+    "family batches": (False, True),  # emoji only: the hard negative images alone
 }
 DEFAULT_ARMS = ("plain", "hard negatives")
 
@@ -70,7 +71,8 @@ def recipe(data: str, seed: int, arm: str, epochs: int) -> TrainConfig:
 
 
 def run_folder(data: str, seed: int, arm: str, epochs: int) -> Path:
-    arm = {"plain": "plain", "hard negatives": "hard", "hard negatives + family batches": "hard-family"}[arm]
+    arm = {"plain": "plain", "hard negatives": "hard", "hard negatives + family batches": "hard-family",
+           "family batches": "family"}[arm]
     length = "" if epochs == {"shapes": SHAPES_EPOCHS, "emoji": EMOJI_EPOCHS}[data] else f"-{epochs}ep"
     return ROOT / "runs" / "hardneg" / f"{data}{length}-{arm}-seed{seed}"
 
@@ -198,9 +200,13 @@ def main(argv=None) -> int:
             for arm in args.arms:
                 epochs = args.shapes_epochs if data == "shapes" else args.emoji_epochs
                 row = one_run(data, seed, arm, epochs)
+                key = (row["data"], row["seed"], row["arm"], row["epochs"])
+                if row["train_seconds"] is None:  # a reused run keeps the training time it was measured with
+                    row["train_seconds"] = next((r.get("train_seconds") for r in stored["runs"]
+                                                 if (r["data"], r["seed"], r["arm"], r["epochs"]) == key), None)
                 print(json.dumps(row), flush=True)
-                stored["runs"] = [r for r in stored["runs"] if (r["data"], r["seed"], r["arm"], r["epochs"])
-                                  != (row["data"], row["seed"], row["arm"], row["epochs"])] + [row]
+                stored["runs"] = [r for r in stored["runs"]
+                                  if (r["data"], r["seed"], r["arm"], r["epochs"]) != key] + [row]
                 stored["machine"] = f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"
                 RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
     print(table(stored["runs"]))
