@@ -222,8 +222,11 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- captions
-def make_caption(record: dict, lang: str, rng: random.Random) -> str:
+def make_caption(record: dict, lang: str, rng: random.Random, name_override: str | None = None) -> str:
     """One training caption for a record in `lang` ('en' or 'ko'), with a template and keywords drawn from `rng`.
+
+    `name_override` writes another name in the record's place, everything else drawn as for the record: a hard
+    negative caption that differs from the true one only in the name (minclip/foils.py swaps in a sibling's).
 
         >>> rec = {"name_en": "red heart", "keywords_en": ["emotion", "heart", "love", "red heart"],
         ...        "group": "Smileys & Emotion"}
@@ -238,7 +241,8 @@ def make_caption(record: dict, lang: str, rng: random.Random) -> str:
     templates = TEMPLATES[lang] if keywords else [t for t in TEMPLATES[lang] if "{keywords}" not in t]
     template = rng.choice(templates)
     chosen = rng.sample(keywords, rng.randint(1, min(3, len(keywords)))) if "{keywords}" in template else []
-    return template.format(name=name, keywords=", ".join(chosen), group=group)
+    written = name if name_override is None else name_override
+    return template.format(name=written, keywords=", ".join(chosen), group=group)
 
 
 class EmojiDataset(Dataset):

@@ -15,6 +15,10 @@ meet: they never attend to each other.
   is its own yes/no question, answered with a sigmoid; no softmax couples the batch together.
 * ``gather_features``, ``distributed_clip_loss``, ``distributed_siglip_loss``: the same losses when the batch is split
   over several processes (``torchrun``); features are all-gathered and gradients flow back to each process's shard.
+* Hard negatives (NegCLIP, Yuksekgonul et al. 2023): every loss takes optional ``foil_features`` ``(B', D)``, captions
+  that are false for every image of the batch (usually a caption with its words swapped: "a blue circle left of a
+  red square" for "a red circle left of a blue square"). They only ever appear as extra wrong answers, see
+  ``clip_loss``.
 
 Conventions (those of open_clip's ``loss.py``, which the tests compare against): features arrive already
 L2-normalised, and ``logit_scale`` arrives already exponentiated. The model stores the scale in log space
@@ -70,6 +74,28 @@ def _check_features(image_features, text_features) -> None:
         )
 
 
+def _check_foils(foil_features, text_features) -> None:
+    """Foils are optional; when given they are more rows of captions, comparable with ``text_features``."""
+    if foil_features is None:
+        return
+    if not isinstance(foil_features, torch.Tensor):
+        raise TypeError(f"foil_features must be a torch.Tensor of shape (B', D) or None, got "
+                        f"{type(foil_features).__name__}")
+    if foil_features.dim() != 2 or foil_features.shape[1] != text_features.shape[1]:
+        raise ValueError(f"foil_features must be 2-D (B', D) with D = {text_features.shape[1]} like text_features "
+                         f"(encode them with the same text tower), got shape {tuple(foil_features.shape)}")
+    if foil_features.dtype != text_features.dtype:
+        raise TypeError(f"foil_features must have the dtype of text_features ({text_features.dtype}), got "
+                        f"{foil_features.dtype}")
+
+
+def _candidates(text_features: torch.Tensor, foil_features) -> torch.Tensor:
+    """The captions an image is scored against: the batch's ``B`` true captions, then the ``B'`` foils."""
+    if foil_features is None or foil_features.shape[0] == 0:
+        return text_features  # (B, D): no foils is plain InfoNCE, computed exactly as without the option
+    return torch.cat([text_features, foil_features])  # (B + B', D)
+
+
 def _check_scalar(value, name: str, hint: str) -> None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return
@@ -98,13 +124,15 @@ def _check_logit_scale(logit_scale) -> None:
 # One process
 
 
-def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale,
+              foil_features: torch.Tensor | None = None) -> torch.Tensor:
     r"""Symmetric InfoNCE loss of CLIP over a batch of ``B`` matching (image, caption) pairs.
 
     Args:
         image_features: ``(B, D)``, L2-normalised rows; row ``i`` is the image of pair ``i``.
         text_features: ``(B, D)``, L2-normalised rows; row ``i`` is the caption of pair ``i``.
         logit_scale: scalar ``s > 0``, already exponentiated (``model.logit_scale.exp()``, ``1 / temperature``).
+        foil_features: optional ``(B', D)``, L2-normalised hard negative captions (NegCLIP), false for every image.
 
     Returns:
         A scalar tensor: ``(CE(logits, labels) + CE(logits.T, labels)) / 2`` with ``logits = s * I @ T.T`` and
@@ -131,6 +159,15 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
     Two sanity values: random features at ``s = 1`` give ``logits ~ 0``, a uniform softmax and ``ln(B)``;
     aligned features (``image_features == text_features``, distinct rows) at a large ``s`` give ``~0``.
 
+    **Hard negatives (NegCLIP).** With ``foil_features`` the image -> text direction chooses among ``B + B'``
+    captions, the batch's and the foils, still with answer ``i``; every foil is a wrong answer for *every* image (a
+    foil of caption ``k`` is false for image ``k`` by construction, and for the others as much as any other caption).
+    The text -> image direction is unchanged: a foil is not a query, since it describes no image of the batch, so
+    there is no right answer to ask it for. Both directions use the same ``s``, so a foil's logit is on the scale of
+    the other captions. The loss is ``(CE(s I [T; F]^T, labels) + CE(s T I^T, labels)) / 2``; with no foils (None,
+    or zero rows) it is plain InfoNCE, computed exactly as without them. Foils must never equal a true caption of the
+    batch: a foil equal to caption ``j`` would tell image ``j`` that its own caption is wrong.
+
     Example:
         >>> import torch.nn.functional as F
         >>> features = F.normalize(torch.randn(8, 16), dim=-1)
@@ -139,14 +176,18 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
     """
     _check_features(image_features, text_features)
     _check_logit_scale(logit_scale)
-    logits_per_image = logit_scale * image_features @ text_features.T  # (B, B): row i scores image i against texts
-    labels = torch.arange(image_features.shape[0], device=image_features.device)
-    image_to_text = F.cross_entropy(logits_per_image, labels)  # which caption is image i's?
-    text_to_image = F.cross_entropy(logits_per_image.T, labels)  # (B, B): which image is caption j's?
+    _check_foils(foil_features, text_features)
+    batch = image_features.shape[0]
+    candidates = _candidates(text_features, foil_features)  # (B + B', D): true captions first, then foils
+    logits_per_image = logit_scale * image_features @ candidates.T  # (B, B + B'): row i scores image i
+    labels = torch.arange(batch, device=image_features.device)
+    image_to_text = F.cross_entropy(logits_per_image, labels)  # which caption (or foil) is image i's?
+    text_to_image = F.cross_entropy(logits_per_image[:, :batch].T, labels)  # (B, B): which image is caption j's?
     return (image_to_text + text_to_image) / 2
 
 
-def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, logit_bias) -> torch.Tensor:
+def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, logit_bias,
+                foil_features: torch.Tensor | None = None) -> torch.Tensor:
     r"""Pairwise sigmoid loss of SigLIP (Zhai et al. 2023) over a batch of ``B`` matching pairs.
 
     Every (image ``i``, caption ``j``) pair is a binary question "do they match?" with logit
@@ -161,6 +202,9 @@ def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit
         text_features: ``(B, D)``, L2-normalised rows.
         logit_scale: scalar ``s > 0``, already exponentiated (``exp(t')``; SigLIP initialises ``t' = log 10``).
         logit_bias: scalar ``b`` (SigLIP initialises ``b = -10``, see ``SIGLIP_INIT_BIAS``).
+        foil_features: optional ``(B', D)`` hard negative captions. Meaningful here too, and simpler than in InfoNCE:
+            every (image, foil) pair is one more "no" question, ``B * B'`` of them, added to the sum (still divided
+            by ``B``). With none the loss is exactly the plain one.
 
     Why the bias, and why ``-10``: a batch holds ``B`` positives and ``B^2 - B`` negatives. Starting with ``b = -10``
     makes every pair look like a confident "no" from the first step, which is right for all but ``B`` of them, so
@@ -173,9 +217,11 @@ def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit
     _check_features(image_features, text_features)
     _check_logit_scale(logit_scale)
     _check_scalar(logit_bias, "logit_bias", "Pass the learned bias b, a scalar parameter.")
-    logits = logit_scale * image_features @ text_features.T + logit_bias  # (B, B)
+    _check_foils(foil_features, text_features)
+    logits = logit_scale * image_features @ _candidates(text_features, foil_features).T + logit_bias  # (B, B + B')
     batch = image_features.shape[0]
-    signs = 2 * torch.eye(batch, device=logits.device, dtype=logits.dtype) - 1  # (B, B): +1 diagonal, -1 elsewhere
+    positive = torch.arange(logits.shape[1], device=logits.device) == torch.arange(batch, device=logits.device)[:, None]
+    signs = 2 * positive.to(logits.dtype) - 1  # (B, B + B'): +1 on the true pairs (the diagonal), -1 elsewhere
     return -F.logsigmoid(signs * logits).sum() / batch
 
 
@@ -273,8 +319,23 @@ def gather_features(image_features: torch.Tensor, text_features: torch.Tensor, g
     return Gathered(gathered[:, :width], gathered[:, width:], offset)
 
 
+def _gather_foils(foil_features, group):
+    """Every process's foils ``(F, D)`` in rank order (None when no process has any), with gradients to the shard.
+
+    Shards may hold different numbers of foils (a foil equal to a true caption is dropped); ``_gather_rows``
+    pads and trims for that."""
+    if foil_features is None:
+        return None
+    sizes = _shard_sizes(foil_features.shape[0], foil_features.device, group)
+    if max(sizes) == 0:
+        return None
+    rank, _ = _process_group(group)
+    return _AllGatherRows.apply(foil_features, sizes, rank, group)  # (F, D), F = sum of sizes
+
+
 def distributed_clip_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, group=None
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, group=None,
+    foil_features: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``clip_loss`` over the global batch when each process holds a shard of it (see the section comment above).
 
@@ -283,38 +344,50 @@ def distributed_clip_loss(
     processes equals ``clip_loss`` of the global batch, and DDP's gradient averaging gives the global-batch
     gradients. With equal shard sizes this is exact; with unequal shards each process weighs equally (as DDP does for
     any loss). Falls back to ``clip_loss`` when there is no process group.
+
+    ``foil_features`` ``(n', D)``: this process's hard negative captions (any number, zero included). They are
+    gathered like the features, so every image is scored against all ``N`` captions and every process's foils, as
+    one process with the global batch and all its foils would (``clip_loss(..., foil_features)``). Every process must
+    pass foils (possibly zero rows) or none, since the gathering is a collective.
     """
     _check_features(image_features, text_features)
     _check_logit_scale(logit_scale)
+    _check_foils(foil_features, text_features)
     if _process_group(group) is None:
-        return clip_loss(image_features, text_features, logit_scale)
+        return clip_loss(image_features, text_features, logit_scale, foil_features)
     every = gather_features(image_features, text_features, group)
+    every_foil = _gather_foils(foil_features, group)  # (F, D) or None
     labels = every.offset + torch.arange(image_features.shape[0], device=image_features.device)
-    logits_per_image = logit_scale * image_features @ every.text_features.T  # (n, N): my images, every caption
+    candidates = _candidates(every.text_features, every_foil)  # (N + F, D)
+    logits_per_image = logit_scale * image_features @ candidates.T  # (n, N + F): my images, every caption and foil
     logits_per_text = logit_scale * text_features @ every.image_features.T  # (n, N): my captions, every image
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
 
 
 def distributed_siglip_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, logit_bias, group=None
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, logit_bias, group=None,
+    foil_features: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``siglip_loss`` over the global batch when each process holds a shard of it.
 
     Each process gathers every caption and scores its ``n`` images against all ``N`` of them (positives at columns
     ``offset + i``), divided by ``n``: the mean of the per-process values is ``siglip_loss`` of the global batch.
     (The paper avoids the all-gather by passing caption chunks around a ring; gathering is simpler and fine at the
-    sizes minclip trains.) Falls back to ``siglip_loss`` when there is no process group.
+    sizes minclip trains.) Falls back to ``siglip_loss`` when there is no process group. ``foil_features``: as in
+    ``distributed_clip_loss``, gathered and scored as negatives against this process's images.
     """
     _check_features(image_features, text_features)
     _check_logit_scale(logit_scale)
     _check_scalar(logit_bias, "logit_bias", "Pass the learned bias b, a scalar parameter.")
+    _check_foils(foil_features, text_features)
     if _process_group(group) is None:
-        return siglip_loss(image_features, text_features, logit_scale, logit_bias)
+        return siglip_loss(image_features, text_features, logit_scale, logit_bias, foil_features)
     all_text_features, offset = _gather_rows(text_features, group)  # (N, D)
-    logits = logit_scale * image_features @ all_text_features.T + logit_bias  # (n, N)
-    rows, columns = image_features.shape[0], all_text_features.shape[0]
+    candidates = _candidates(all_text_features, _gather_foils(foil_features, group))  # (N + F, D)
+    logits = logit_scale * image_features @ candidates.T + logit_bias  # (n, N + F)
+    rows, columns = image_features.shape[0], candidates.shape[0]
     matches = offset + torch.arange(rows, device=logits.device)  # my pair i sits at global column offset + i
-    positive = torch.arange(columns, device=logits.device) == matches[:, None]  # (n, N)
+    positive = torch.arange(columns, device=logits.device) == matches[:, None]  # (n, N + F): foils never match
     signs = 2 * positive.to(logits.dtype) - 1  # +1 for my true pairs, -1 elsewhere
     return -F.logsigmoid(signs * logits).sum() / rows
 
@@ -335,10 +408,11 @@ class ClipLoss(nn.Module):
         self.distributed = distributed
         self.group = group
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale,
+                foil_features: torch.Tensor | None = None) -> torch.Tensor:
         if self.distributed:
-            return distributed_clip_loss(image_features, text_features, logit_scale, self.group)
-        return clip_loss(image_features, text_features, logit_scale)
+            return distributed_clip_loss(image_features, text_features, logit_scale, self.group, foil_features)
+        return clip_loss(image_features, text_features, logit_scale, foil_features)
 
 
 class SigLipLoss(nn.Module):
@@ -354,7 +428,9 @@ class SigLipLoss(nn.Module):
         self.distributed = distributed
         self.group = group
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, logit_bias):
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, logit_bias,
+                foil_features: torch.Tensor | None = None):
         if self.distributed:
-            return distributed_siglip_loss(image_features, text_features, logit_scale, logit_bias, self.group)
-        return siglip_loss(image_features, text_features, logit_scale, logit_bias)
+            return distributed_siglip_loss(image_features, text_features, logit_scale, logit_bias, self.group,
+                                           foil_features)
+        return siglip_loss(image_features, text_features, logit_scale, logit_bias, foil_features)

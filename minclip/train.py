@@ -14,7 +14,9 @@ each process reading only its share. Every random choice (batch order, caption t
 (seed, step): resuming from a checkpoint therefore replays exactly the run that was interrupted.
 
 The loss is CLIP's InfoNCE (`loss="clip"`) or SigLIP's pairwise sigmoid (`loss="siglip"`, Zhai et al., 2023), which
-adds a learned bias to the model, started as the paper does at b = -10 with the scale at exp(t') = 10.
+adds a learned bias to the model, started as the paper does at b = -10 with the scale at exp(t') = 10. With
+`hard_negatives` (NegCLIP, Yuksekgonul et al., 2023) each caption also brings a word-swapped foil (minclip/foils.py),
+encoded by the text tower and scored against every image as one more wrong caption.
 
 Checkpoints hold everything needed to resume or to use the model (weights, configs, tokenizer merges, optimiser,
 scheduler, step, RNG state, history) and a SHA-256 of all of it; they are written atomically after every epoch (and
@@ -60,6 +62,7 @@ from tqdm import tqdm  # text bars: they work in terminals and notebooks alike
 from .captioned import CaptionedData
 from .data import ARTISTS, DistinctBatchSampler, EmojiDataset, augment, to_model_input
 from .evaluate import heldout_report, retrieval_evaluate
+from .foils import batch_foils, epoch_foils
 from .loss import SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE, distributed_clip_loss, distributed_siglip_loss
 from .model import CLIP, CLIPConfig
 from .shapes import ShapesDataset
@@ -93,6 +96,7 @@ class TrainConfig:
     vocab_size: int = 2048  # BPE vocabulary learned on the training captions (512 bytes + merges + 2 specials)
     augment: bool = True  # pixel shifts and caption-respecting mirror images
     family_batches: bool = False  # emoji: keep skin-tone/gender siblings in one batch, as hard negatives
+    hard_negatives: bool = False  # NegCLIP: add each caption's word-swapped foil (foils.py) as a wrong caption
     seed: int = 0  # seeds the model's initialisation, the batches, the captions and the augmentation
     eval_every: int = 5  # evaluate on the validation split every this many epochs (0: only at the end)
     max_steps: int | None = None  # stop after this many steps (for tests and quick looks); None: all epochs
@@ -120,6 +124,11 @@ class TrainConfig:
         self.artists = tuple(self.artists)  # JSON round trips (checkpoints) turn tuples into lists
         if not self.artists or len(set(self.artists)) != len(self.artists) or not set(self.artists) <= set(ARTISTS):
             raise ValueError(f"artists must be distinct names from {ARTISTS}, got {self.artists!r}")
+        if not isinstance(self.hard_negatives, bool):
+            raise ValueError(f"hard_negatives must be True or False, got {self.hard_negatives!r}")
+        if self.hard_negatives and self.own_data:
+            raise ValueError("hard_negatives writes foils from the shipped sets' scene descriptions and emoji families; "
+                             f"it cannot be used with your own data ({self.data!r}): leave --hard-negatives out")
         if self.data != "emoji" and self.artists != ("noto",):
             raise ValueError(f"artists are drawings of the emoji set; data={self.data!r} has its own images")
         for name in ("epochs", "batch_size", "vocab_size"):
@@ -654,19 +663,27 @@ class Towers(nn.Module):
 
     A training step needs the features, not `CLIP.forward`'s logits. In a multi-process run this is the module that
     `DistributedDataParallel` wraps: DDP averages, over processes, the gradients of the parameters it holds (here all
-    of the model's, the temperature and SigLIP's bias included) while backward runs.
+    of the model's, the temperature and SigLIP's bias included) while backward runs. `foil_tokens` `(n', T)`, hard
+    negative captions, go through the same text tower and come back as a third output `(n', E)` (zero rows allowed).
     """
 
     def __init__(self, model: CLIP):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode_image(images, normalize=True), self.model.encode_text(tokens, normalize=True)
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, foil_tokens: torch.Tensor | None = None):
+        image_features = self.model.encode_image(images, normalize=True)
+        text_features = self.model.encode_text(tokens, normalize=True)
+        if foil_tokens is None:
+            return image_features, text_features
+        if len(foil_tokens) == 0:  # no usable foil in this shard: an empty (0, E) block, still in the graph
+            return image_features, text_features, text_features[:0]
+        return image_features, text_features, self.model.encode_text(foil_tokens, normalize=True)
 
 
 def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimizer, grad_clip: float,
-               autocast=None, loss: str = "clip", towers: nn.Module | None = None) -> float:
+               autocast=None, loss: str = "clip", towers: nn.Module | None = None,
+               foil_tokens: torch.Tensor | None = None) -> float:
     """One contrastive step on a batch of matching pairs; returns the loss as a Python float.
 
     Encode both towers, normalise, score every image against every text with the learned temperature, take the loss
@@ -680,6 +697,10 @@ def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimize
     own n rows, scored against all N = W * n pairs, so the W values sum to W times the global loss. DDP divides the
     summed gradients by W, which makes them exactly the gradients of the global batch; no further scaling is needed.
     Every process then clips and steps identically, and the returned loss is the mean over processes: the global one.
+
+    `foil_tokens` `(n', T)`: hard negative captions (NegCLIP), encoded by the text tower and passed to the loss as
+    extra wrong captions for every image (gathered over processes like the features; see minclip.loss.clip_loss).
+    With several processes, give every process a tensor (zero rows allowed) or none.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -689,13 +710,16 @@ def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimize
                          "build_model does for TrainConfig(loss='siglip')")
     towers = Towers(model) if towers is None else towers
     with autocast if autocast is not None else contextlib.nullcontext():
-        image_features, text_features = towers(images, tokens)  # (n, E) each, unit length
-    precision = torch.promote_types(image_features.dtype, torch.float32)  # the loss in float32 at least (autocast)
-    image_features, text_features = image_features.to(precision), text_features.to(precision)
+        features = towers(images, tokens) if foil_tokens is None else towers(images, tokens, foil_tokens)
+    precision = torch.promote_types(features[0].dtype, torch.float32)  # the loss in float32 at least (autocast)
+    image_features, text_features = features[0].to(precision), features[1].to(precision)  # (n, E) each, unit length
+    foil_features = features[2].to(precision) if foil_tokens is not None else None  # (n', E)
     if loss == "clip":
-        value = distributed_clip_loss(image_features, text_features, model.logit_scale.exp())
+        value = distributed_clip_loss(image_features, text_features, model.logit_scale.exp(),
+                                      foil_features=foil_features)
     else:
-        value = distributed_siglip_loss(image_features, text_features, model.logit_scale.exp(), model.logit_bias)
+        value = distributed_siglip_loss(image_features, text_features, model.logit_scale.exp(), model.logit_bias,
+                                        foil_features=foil_features)
     optimizer.zero_grad(set_to_none=True)
     value.backward()  # under DDP: gradients averaged over processes here
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -933,6 +957,9 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
                 captions = epoch_captions(train_set, epoch)
                 tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
                 images_all = epoch_images(train_set, epoch)  # (N, S, S, 3) uint8: this epoch's drawings
+                foils = epoch_foils(train_set, epoch) if config.hard_negatives else None  # one per item, or None
+                foil_tokens_all = None if foils is None else \
+                    tokenizer.tokenize([foil or "" for foil in foils], context_length, truncate=True)  # (N, T)
                 batches = sampler.batches(epoch)[position:]
             else:  # this process's share of every batch, read from disk: (images (n, S, S, 3) uint8, captions)
                 batches = own.batches(epoch, position)
@@ -956,6 +983,8 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
                     tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T): less work
                     mine = processes.shard(len(batch))  # this process's rows (all of them when alone)
                     images, tokens = images[mine], tokens[mine]  # (n, S, S, 3), (n, T')
+                    foil_tokens = None if foils is None else shard_foil_tokens(
+                        batch, captions, foils, foil_tokens_all, mine, tokenizer.eot_token_id).to(device)  # (F, T')
                 else:
                     images, batch_captions = batch  # (n, S, S, 3): n < B / W where samples were unusable
                     if any_process(not batch_captions, device):  # a process holds no usable sample: nobody steps
@@ -969,8 +998,10 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
                     tokens = tokenizer.tokenize(batch_captions, context_length, truncate=True)  # (n, T)
                     tokens = trim_padding(tokens, tokenizer.eot_token_id)  # (n, T' <= T)
                     batch = range(config.batch_size)  # for the pairs/s shown
+                    foil_tokens = None  # hard negatives need the shipped sets' caption families (checked at start)
                 images, tokens = to_model_input(images).to(device), tokens.to(device)  # (n, 3, S, S), (n, T')
-                loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast, config.loss, towers)
+                loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast, config.loss, towers,
+                                  foil_tokens)
                 scheduler.step()
                 step += 1
                 _check_finite(loss, model, step, config)
@@ -1021,6 +1052,18 @@ def _train(config: TrainConfig, processes: Processes, out, resume: bool, progres
         save()
     processes.barrier()
     return TrainResult(model.eval(), tokenizer, history, report, time.perf_counter() - start_time, processes.rank)
+
+
+def shard_foil_tokens(batch: list[int], captions: list[str], foils: list, foil_tokens: torch.Tensor, shard: slice,
+                      eot_token_id: int) -> torch.Tensor:
+    """The tokens `(n', T')` of the foils that this process's rows (`shard` of the global `batch`) bring to the loss.
+
+    `foils[i]` is item i's foil (or None) and `foil_tokens[i]` its tokens. `batch_foils` decides on the global batch
+    which foils may be used (none equal to a true caption of the batch), so every process leaves out the same ones.
+    """
+    rows = batch_foils([captions[i] for i in batch], [foils[i] for i in batch])
+    mine = torch.tensor([batch[row] for row in rows if shard.start <= row < shard.stop], dtype=torch.long)
+    return trim_padding(foil_tokens[mine], eot_token_id)  # (n', T')
 
 
 def _check_finite(loss: float, model: CLIP, step: int, config: TrainConfig) -> None:

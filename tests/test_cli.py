@@ -171,6 +171,14 @@ def test_resume_with_other_options_names_them_and_the_command_that_continues(run
                    "--resume --preset nano --batch-size 16; or choose another --out for a new run")
 
 
+def test_resume_with_hard_negatives_names_the_flag(run, capsys):
+    one_line_error(capsys, ["train", "--preset", "nano", "--batch-size", "16", "--hard-negatives", "--resume",
+                            "--out", str(run)],
+                   f"error: {run}/checkpoint.pt was trained with other options: --hard-negatives False (this command: "
+                   f"True); continue it with: python -m minclip train --out {run} --resume --preset nano "
+                   "--batch-size 16; or choose another --out for a new run")
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty (0 bytes)"),
     ("HALF", "is not a readable minclip checkpoint: truncated, damaged or another kind of file"),

@@ -129,6 +129,13 @@ MINCLIP_AS_LEARNER = {
     "robustness": '''
         from minclip.evaluate import effective_robustness, robustness_line
     ''',
+    "negclip": '''
+        from minclip.foils import batch_foils as usable_foils
+        from minclip.loss import clip_loss
+
+        def negclip_loss(image_features, text_features, foil_features, logit_scale):
+            return clip_loss(image_features, text_features, logit_scale, foil_features)
+    ''',
 }
 
 
@@ -315,6 +322,24 @@ CLASSIC_MISTAKES = [  # (exercise, a function redefined with a classic mistake, 
             features = encode_texts(captions).view(len(classnames), len(templates), -1)
             return F.normalize(features.mean(dim=1), dim=-1)
      """, "you averaged the raw features"),
+    ("negclip", """
+        import torch.nn.functional as F
+        def negclip_loss(image_features, text_features, foil_features, logit_scale):
+            labels = torch.arange(len(image_features))
+            own = (image_features * foil_features).sum(dim=1, keepdim=True)  # each image's own foil only
+            logits = logit_scale * torch.cat([image_features @ text_features.T, own], dim=1)
+            return (F.cross_entropy(logits, labels) + F.cross_entropy(logit_scale * text_features @ image_features.T,
+                                                                      labels)) / 2
+     """, "your loss equals each image against its own row's foil only"),
+    ("negclip", """
+        def negclip_loss(image_features, text_features, foil_features, logit_scale):
+            return clip_loss(image_features, text_features, logit_scale)
+     """, "your loss equals plain InfoNCE: the foils are not used"),
+    ("negclip", """
+        def usable_foils(captions, foils):
+            return [row for row, foil in enumerate(foils) if foil is not None and foil not in captions]
+     """, "usable_foils(['a red circle', 'a blue square', 'a red square'], ['a blue circle', 'A red  square', None]) "
+         "gave [0, 1], expected [0]"),
 ]
 
 

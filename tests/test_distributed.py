@@ -114,6 +114,51 @@ def test_one_step_on_two_processes_equals_one_process_on_the_global_batch(tmp_pa
     assert clipped.item() == pytest.approx(0.5, rel=1e-5)
 
 
+# Hard negatives: each process encodes the foils of its own rows (here 3 and 2), the loss gathers them all
+FOIL_SHARDS = (slice(0, 3), slice(3, 5))
+
+
+def _foil_tokens(model):
+    generator = torch.Generator().manual_seed(5)
+    tokens = torch.zeros(5, 9, dtype=torch.long)
+    tokens[:, 0] = model.config.sot_token_id
+    tokens[:, 1:8] = torch.randint(1, model.config.sot_token_id, (5, 7), generator=generator)
+    tokens[:, 8] = model.config.eot_token_id
+    return tokens
+
+
+def _step_with_foils(loss: str, shard=slice(None), foil_shard=slice(None), towers=None):
+    model, images, tokens, optimizer = _problem(loss)
+    towers = towers(model) if towers is not None else None
+    value = train_step(model, images[shard], tokens[shard], optimizer, grad_clip=0.5, loss=loss, towers=towers,
+                       foil_tokens=_foil_tokens(model)[foil_shard])
+    return value, {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _foil_step_worker(rank, rendezvous, results):
+    _join(rank, f"file://{rendezvous}")
+    shard = Processes(rank, WORLD_SIZE).shard(GLOBAL_BATCH)
+    out = {loss: _step_with_foils(loss, shard, FOIL_SHARDS[rank],
+                                  towers=lambda model: DistributedDataParallel(Towers(model)))
+           for loss in ("clip", "siglip")}
+    dist.destroy_process_group()
+    torch.save(out, results / f"rank{rank}.pt")
+
+
+def test_one_step_with_foils_on_two_processes_equals_one_process_with_every_foil(tmp_path):
+    expected = {loss: _step_with_foils(loss) for loss in ("clip", "siglip")}
+    plain = _step("clip")
+    assert expected["clip"][0] > plain[0]  # the foils took part: more wrong captions, a higher loss
+    mp.start_processes(_foil_step_worker, args=(tmp_path / "rendezvous", tmp_path), nprocs=WORLD_SIZE,
+                       start_method=START_METHOD)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
+    for loss in ("clip", "siglip"):
+        expected_loss, expected_weights = expected[loss]
+        for value, weights in (rank[loss] for rank in ranks):
+            assert value == pytest.approx(expected_loss, rel=1e-12)
+            torch.testing.assert_close(weights, expected_weights, rtol=1e-10, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The training loop: sharding, augmentation, logging and checkpoints
 

@@ -143,6 +143,94 @@ def test_clip_loss_module_and_float32():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Hard negatives (NegCLIP): foils as extra wrong captions
+
+
+def naive_clip_loss_with_foils(image_features, text_features, foil_features, scale):
+    """NegCLIP's InfoNCE by hand: each image picks its caption among the B captions and the B' foils; each caption
+    picks its image among the B images (foils are never queries)."""
+    images, texts, foils = image_features.tolist(), text_features.tolist(), foil_features.tolist()
+    batch = len(images)
+
+    def logit(a, b):
+        return scale * sum(x * y for x, y in zip(a, b))
+
+    image_to_text = [math.log(sum(math.exp(logit(images[i], t)) for t in texts + foils)) - logit(images[i], texts[i])
+                     for i in range(batch)]
+    text_to_image = [math.log(sum(math.exp(logit(image, texts[j])) for image in images)) - logit(images[j], texts[j])
+                     for j in range(batch)]
+    return (sum(image_to_text) / batch + sum(text_to_image) / batch) / 2
+
+
+@pytest.mark.parametrize("batch, foils, scale", [(1, 1, 14.3), (6, 6, 1.0), (6, 2, 14.3), (5, 9, 100.0)])
+def test_clip_loss_with_foils_equals_hand_computation(batch, foils, scale):
+    image, text = unit_features(batch, 8, seed=30), unit_features(batch, 8, seed=31)
+    foil = unit_features(foils, 8, seed=32)
+    expected = torch.tensor(naive_clip_loss_with_foils(image, text, foil, scale), dtype=torch.float64)
+    torch.testing.assert_close(clip_loss(image, text, scale, foil), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ClipLoss()(image, text, scale, foil), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_clip_loss_without_foils_is_plain_infonce_exactly():
+    image, text = unit_features(7, 16, seed=33), unit_features(7, 16, seed=34)
+    plain = clip_loss(image, text, 14.3)
+    assert torch.equal(clip_loss(image, text, 14.3, None), plain)
+    assert torch.equal(clip_loss(image, text, 14.3, torch.zeros(0, 16, dtype=torch.float64)), plain)
+    assert torch.equal(siglip_loss(image, text, 10.0, -10.0, torch.zeros(0, 16, dtype=torch.float64)),
+                       siglip_loss(image, text, 10.0, -10.0))
+
+
+def test_foils_only_raise_the_image_to_text_loss_and_get_gradient_from_it():
+    image = unit_features(6, 16, seed=35, requires_grad=True)
+    text = unit_features(6, 16, seed=36)
+    foil = unit_features(3, 16, seed=37, requires_grad=True)
+    with_foils = clip_loss(image, text, 14.3, foil)
+    assert with_foils > clip_loss(image, text, 14.3)  # more wrong answers to beat: never easier
+    # the text -> image half is the plain one: foils are not queries
+    labels = torch.arange(6)
+    text_to_image = F.cross_entropy((14.3 * image @ text.T).T, labels)
+    image_to_text = F.cross_entropy(14.3 * image @ torch.cat([text, foil]).T, labels)
+    torch.testing.assert_close(with_foils, (image_to_text + text_to_image) / 2, rtol=1e-12, atol=1e-12)
+    # a foil's gradient: s / (2B) * sum_i p(image i picks foil f) * image_i, so descent pushes it away from the
+    # images in proportion to how much they are fooled by it
+    (foil_grad,) = torch.autograd.grad(with_foils, foil)
+    probabilities = torch.softmax(14.3 * image @ torch.cat([text, foil]).T, dim=1)[:, 6:]  # (6, 3)
+    expected = 14.3 / (2 * 6) * probabilities.T @ image  # (3, 16)
+    torch.testing.assert_close(foil_grad, expected.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_a_foil_that_copies_the_true_caption_caps_the_loss_at_ln2():
+    """Why foils must never equal a true caption: image i then has two equally good answers, one of them "wrong"."""
+    features = unit_features(4, 32, seed=38)
+    image_to_text = 2 * clip_loss(features, features, 100.0, features[:1]) - clip_loss(features, features, 100.0)
+    assert image_to_text.item() == pytest.approx(math.log(2) / 4, rel=1e-6)  # image 0 at log 2, the others at 0
+
+
+def test_siglip_loss_with_foils_adds_one_negative_pair_per_image_and_foil():
+    image, text = unit_features(5, 8, seed=39), unit_features(5, 8, seed=40)
+    foil = unit_features(3, 8, seed=41)
+    scale, bias = 10.0, -2.0
+    extra = sum(math.log1p(math.exp(scale * float(i @ f) + bias)) for i in image for f in foil) / 5  # label -1
+    expected = naive_siglip_loss(image, text, scale, bias) + extra
+    torch.testing.assert_close(siglip_loss(image, text, scale, bias, foil), torch.tensor(expected, dtype=torch.float64),
+                               rtol=1e-12, atol=1e-12)
+    module = SigLipLoss()(image, text, scale, bias, foil)
+    torch.testing.assert_close(module, siglip_loss(image, text, scale, bias, foil))
+
+
+def test_foil_errors():
+    features = torch.zeros(4, 8)
+    with pytest.raises(ValueError, match=r"foil_features must be 2-D \(B', D\) with D = 8.*\(3, 6\)"):
+        clip_loss(features, features, 1.0, torch.zeros(3, 6))
+    with pytest.raises(ValueError, match=r"foil_features must be 2-D.*\(6,\)"):
+        siglip_loss(features, features, 1.0, 0.0, torch.zeros(6))
+    with pytest.raises(TypeError, match="foil_features must have the dtype of text_features"):
+        clip_loss(features, features, 1.0, torch.zeros(2, 8, dtype=torch.float64))
+    with pytest.raises(TypeError, match="foil_features must be a torch.Tensor.*list"):
+        clip_loss(features, features, 1.0, [[0.0] * 8])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # SigLIP
 
 
@@ -348,3 +436,87 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path):
     global_loss = clip_loss(F.normalize(every_image, dim=-1), F.normalize(every_text, dim=-1), 5.0)
     weighted = (5 * ranks[0]["unequal"]["clip_loss"] + 3 * ranks[1]["unequal"]["clip_loss"]) / GLOBAL_BATCH
     torch.testing.assert_close(weighted, global_loss, rtol=1e-12, atol=1e-12)
+
+
+# Hard negatives across processes: each process holds its own foils, as many as it likes (zero included); the gathered
+# loss must equal one process holding the global batch and every foil.
+FOILS_PER_RANK = ((3, 1), (2, 0), (0, 0))  # (rank 0, rank 1) per case: unequal, one process without, none at all
+
+
+def _foil_problem():
+    images, texts, towers = _problem()
+    foil_inputs = torch.randn(sum(FOILS_PER_RANK[0]), 10, generator=torch.Generator().manual_seed(2),
+                              dtype=torch.float64)
+    return images, texts, foil_inputs, towers
+
+
+def _foils_of(case, rank, foil_inputs):
+    sizes = FOILS_PER_RANK[case]
+    start = sum(sizes[:rank])
+    return foil_inputs[start : start + sizes[rank]]
+
+
+def _foil_loss(name, towers, image_features, text_features, foil_features, distributed):
+    scale = towers.log_scale.exp()
+    if name == "clip":
+        loss = distributed_clip_loss if distributed else clip_loss
+        return loss(image_features, text_features, scale, foil_features=foil_features)
+    loss = distributed_siglip_loss if distributed else siglip_loss
+    return loss(image_features, text_features, scale, towers.bias, foil_features=foil_features)
+
+
+def _single_process_with_foils(name, case):
+    images, texts, foil_inputs, towers = _foil_problem()
+    foils = torch.cat([_foils_of(case, rank, foil_inputs) for rank in range(WORLD_SIZE)])  # rank order
+    image_features, text_features = _encode(towers, images, texts)
+    loss = _foil_loss(name, towers, image_features, text_features, F.normalize(towers["text"](foils), dim=-1), False)
+    loss.backward()
+    return loss.detach(), _gradients(towers)
+
+
+def _foil_worker(rank, rendezvous, results):
+    torch.set_num_threads(1)
+    loopback = [name for _, name in socket.if_nameindex() if name.startswith("lo")]
+    if loopback:
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback[0]
+    dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60)
+    )
+    shard = slice(rank * GLOBAL_BATCH // WORLD_SIZE, (rank + 1) * GLOBAL_BATCH // WORLD_SIZE)
+    out = {}
+    for name in ("clip", "siglip"):
+        for case in range(len(FOILS_PER_RANK)):
+            images, texts, foil_inputs, towers = _foil_problem()
+            image_features, text_features = _encode(towers, images[shard], texts[shard])
+            foil_features = F.normalize(towers["text"](_foils_of(case, rank, foil_inputs)), dim=-1)  # (n', 6)
+            loss = _foil_loss(name, towers, image_features, text_features, foil_features, True)
+            loss.backward()
+            for parameter in towers.parameters():  # DDP's averaging
+                if parameter.grad is not None:
+                    dist.all_reduce(parameter.grad)
+                    parameter.grad /= WORLD_SIZE
+            mean_loss = loss.detach().clone()
+            dist.all_reduce(mean_loss)
+            out[name, case] = (mean_loss / WORLD_SIZE, _gradients(towers))
+    dist.destroy_process_group()
+    torch.save(out, results / f"foils{rank}.pt")
+
+
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
+def test_two_processes_with_foils_equal_one_process_with_every_foil(tmp_path):
+    start_method = "fork" if sys.platform.startswith("linux") else "spawn"
+    mp.start_processes(_foil_worker, args=(tmp_path / "rendezvous", tmp_path), nprocs=WORLD_SIZE,
+                       start_method=start_method)
+    ranks = [torch.load(tmp_path / f"foils{rank}.pt", weights_only=False) for rank in range(WORLD_SIZE)]
+    for name in ("clip", "siglip"):
+        for case in range(len(FOILS_PER_RANK)):
+            expected_loss, expected_grads = _single_process_with_foils(name, case)
+            for rank in ranks:
+                mean_loss, grads = rank[name, case]
+                torch.testing.assert_close(mean_loss, expected_loss, rtol=1e-10, atol=1e-10, msg=f"{name} {case}")
+                assert grads.keys() == expected_grads.keys()
+                for key, grad in grads.items():
+                    torch.testing.assert_close(grad, expected_grads[key], rtol=1e-10, atol=1e-10,
+                                               msg=f"{name} {case}: {key}")
+    # the foils mattered: with them the loss differs from the loss without
+    assert not torch.allclose(ranks[0]["clip", 0][0], ranks[0]["clip", 2][0])

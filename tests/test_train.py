@@ -498,3 +498,71 @@ def test_a_diverged_run_stops_with_an_error(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"training diverged at step 2: the loss is nan .* lower the learning rate"):
         train(TrainConfig(**NANO, max_steps=4), out=tmp_path, progress=False)
     assert not (tmp_path / "checkpoint.pt").exists()  # nothing diverged was written
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Hard negatives: foils encoded by the text tower, passed to the loss
+
+
+def _nano_batch(rows, seed):
+    config = CLIPConfig.preset("nano")
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, config.vocab_size - 2, (rows, 10), generator=g)
+    tokens[:, 0] = config.sot_token_id
+    tokens[:, -1] = config.eot_token_id
+    return config, torch.randn(rows, 3, config.image_size, config.image_size, generator=g), tokens
+
+
+def test_train_step_with_foils_is_the_loss_with_the_foils_text_features():
+    config, images, tokens = _nano_batch(6, seed=2)
+    _, _, foil_tokens = _nano_batch(3, seed=3)
+    torch.manual_seed(0)
+    stepped, reference = CLIP(config).double(), CLIP(config).double()
+    reference.load_state_dict(stepped.state_dict())
+    images = images.double()
+    value = train_step(stepped, images, tokens, torch.optim.SGD(stepped.parameters(), lr=0.0), grad_clip=1e9,
+                       foil_tokens=foil_tokens)
+    expected = clip_loss(reference.encode_image(images, normalize=True), reference.encode_text(tokens, normalize=True),
+                         reference.logit_scale.exp(), reference.encode_text(foil_tokens, normalize=True))
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=1e-12)
+    for (name, parameter), twin in zip(stepped.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(parameter.grad, twin.grad, rtol=1e-10, atol=1e-12, msg=name)
+    # zero foils (every foil of the shard was dropped) is the plain step, gradients and all
+    plain, empty = CLIP(config).double(), CLIP(config).double()
+    empty.load_state_dict(plain.state_dict())
+    values = [train_step(model, images, tokens, torch.optim.SGD(model.parameters(), lr=0.0), grad_clip=1e9,
+                         foil_tokens=foils) for model, foils in ((plain, None), (empty, foil_tokens[:0]))]
+    assert values[0] == values[1]
+    for a, b in zip(plain.parameters(), empty.parameters()):
+        assert torch.equal(a.grad, b.grad)
+
+
+def test_a_run_with_hard_negatives_trains_on_foils_and_records_the_option(tmp_path, monkeypatch):
+    seen = []
+    original = train_module.train_step
+
+    def spy(*args, **kwargs):
+        seen.append(args[8] if len(args) > 8 else kwargs.get("foil_tokens"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    result = train(TrainConfig(**NANO, max_steps=3, hard_negatives=True), out=tmp_path, progress=False, stop_after=2)
+    assert len(seen) == 2 and all(foils is not None and 0 < len(foils) <= 16 for foils in seen), seen
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["train_config"]["hard_negatives"] is True
+    assert all(math.isfinite(loss) for loss in result.history["loss"])
+    with pytest.raises(ValueError, match="hard_negatives must be True or False, got 'yes'"):
+        TrainConfig(hard_negatives="yes")
+
+
+def test_shard_foil_tokens_keeps_this_process_s_usable_foils():
+    from minclip.train import shard_foil_tokens
+
+    captions = ["a", "b", "c", "d"]
+    foils = ["x", None, "a", "y"]  # item 2's foil is item 0's true caption: left out
+    foil_tokens = torch.tensor([[5, 1, 9, 0], [5, 9, 0, 0], [5, 2, 9, 0], [5, 3, 3, 9]])
+    batch = [3, 2, 1, 0]  # global rows 0..3; two processes keep rows 0-1 and 2-3
+    first = shard_foil_tokens(batch, captions, foils, foil_tokens, slice(0, 2), eot_token_id=9)
+    second = shard_foil_tokens(batch, captions, foils, foil_tokens, slice(2, 4), eot_token_id=9)
+    assert first.tolist() == [[5, 3, 3, 9]]  # item 3's foil "y"
+    assert second.tolist() == [[5, 1, 9]]  # item 0's foil "x", trimmed to its end-of-text token

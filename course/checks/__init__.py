@@ -5,11 +5,12 @@ Each module here grades one file of ``course/exercises/`` against the minclip mo
 implementation, and defines ``EXERCISE``.
 """
 
-from . import attention, bpe, guidance, infonce, patchify, recall, robustness, text_pooling, training, zero_shot
+from . import (attention, bpe, guidance, infonce, negclip, patchify, recall, robustness, text_pooling, training,
+               zero_shot)
 from .base import CHECK_TIME_LIMIT_S, Check, Exercise, LoadError, Result, Wrong, grade, load_file
 
 EXERCISES: dict[str, Exercise] = {module.EXERCISE.name: module.EXERCISE for module in (
-    attention, bpe, text_pooling, patchify, infonce, training, zero_shot, recall, guidance, robustness
+    attention, bpe, text_pooling, patchify, infonce, training, zero_shot, recall, negclip, guidance, robustness
 )}
 
 __all__ = ["CHECK_TIME_LIMIT_S", "EXERCISES", "Check", "Exercise", "LoadError", "Result", "Wrong", "grade", "load_file"]
