@@ -28,7 +28,7 @@ so the heads contribute zeros and the module outputs just ``out_proj.bias`` for 
 Two implementations give the same numbers (tested to 1e-6): ``impl="manual"``, the four steps above, readable, able
 to return per-head attention maps; and ``impl="sdpa"``, PyTorch's fused ``F.scaled_dot_product_attention``, which
 never stores the ``(T, T)`` weights and has fast kernels on GPUs (asking it for the weights falls back to the manual
-path). ``docs/speed.md`` compares their speed on a CPU.
+path). minclip's ``docs/speed.md`` compares their speed on a CPU.
 
 This file imports only torch and the standard library, so it can be copied alone into coursework.
 """

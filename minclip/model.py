@@ -227,10 +227,6 @@ class CLIP(nn.Module):
         self.register_parameter("logit_bias", None if c.init_logit_bias is None
                                 else nn.Parameter(torch.tensor(float(c.init_logit_bias))))
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.logit_scale.dtype
-
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """``(B, 3, image_size, image_size)`` float images -> ``(B, embed_dim)`` features.
 
