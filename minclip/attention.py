@@ -25,18 +25,10 @@ A query whose keys are all blocked has nothing to attend to. A plain softmax ove
 NaN``, which would poison the whole batch during training; here such a row gets all-zero attention weights instead,
 so the heads contribute zeros and the module outputs just ``out_proj.bias`` for that token.
 
-Two implementations give the same numbers (tested to 1e-6): ``impl="manual"`` (the four steps above, readable, can
-return per-head attention maps) and ``impl="sdpa"`` (PyTorch's fused ``F.scaled_dot_product_attention``, lighter on
-memory since it never stores the ``(T, T)`` weights, with fused kernels on GPUs; asking it for attention weights
-falls back to the manual path). On a CPU, for the short sequences of the small presets (17 to 77 tokens), the fused
-kernel's forward pass is about as fast as the manual one but its backward pass, computed block by block, takes 1.3
-to 2 times as long as the manual path's batched matrix products, so CPU training gains little or nothing from it
-(``python -m minclip.bench --attn-impl manual sdpa`` measures both).
-
-Queries at a few positions. CLIP reads one token per text or image at the top of each tower (the end-of-text token,
-the class token), so in the last block only that token's output matters. ``query_positions`` (one position per row)
-computes the keys and values of every token but the query, the weighted sum and the output projection of that one
-token only: the same numbers as the full computation at those rows, for a fraction of the work.
+Two implementations give the same numbers (tested to 1e-6): ``impl="manual"``, the four steps above, readable, able
+to return per-head attention maps; and ``impl="sdpa"``, PyTorch's fused ``F.scaled_dot_product_attention``, which
+never stores the ``(T, T)`` weights and has fast kernels on GPUs (asking it for the weights falls back to the manual
+path). minclip's ``docs/speed.md`` compares their speed on a CPU.
 
 This file imports only torch and the standard library, so it can be copied alone into coursework.
 """
@@ -158,7 +150,6 @@ class MultiheadSelfAttention(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
-        query_positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend over the tokens of ``x``.
 
@@ -168,57 +159,27 @@ class MultiheadSelfAttention(nn.Module):
             key_padding_mask: ``(B, T)``; bool (True = padding, blocked) or float (added).
             is_causal: also apply :func:`causal_mask` (lets the ``"sdpa"`` path use its fastest kernels).
             need_weights: also return the per-head attention weights.
-            query_positions: ``(B,)`` integer positions; if given, only the token at that position of each row
-                queries (every token is still a key and a value), and ``T_q = 1`` below; else ``T_q = T``.
 
         Returns:
-            ``(out, weights)``: ``out`` is ``(B, T_q, D)``; ``weights`` is ``(B, H, T_q, T)`` if ``need_weights`` else
+            ``(out, weights)``: ``out`` is ``(B, T, D)``; ``weights`` is ``(B, H, T, T)`` if ``need_weights`` else
             ``None``. Unlike ``nn.MultiheadAttention``, the weights are per head, not averaged over heads.
         """
         mask = self._combined_mask(x, attn_mask, key_padding_mask)  # None, or additive float (B or 1, H or 1, T, T)
         B, T, D = x.shape
-        if query_positions is not None:
-            return self._forward_at(x, mask, is_causal, need_weights, query_positions)
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3D): q, k and v in one matrix product
         qkv = qkv.view(B, T, 3, self.heads, self.head_dim)  # (B, T, 3, H, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # three of (B, H, T, d)
         return self._attend(q, k, v, mask, is_causal, need_weights)
 
-    def _forward_at(self, x, mask, is_causal: bool, need_weights: bool, positions: torch.Tensor):
-        """``forward`` with one query per row, at ``positions`` (B,): out ``(B, 1, D)``, weights ``(B, H, 1, T)``."""
-        B, T, D = x.shape
-        if not isinstance(positions, torch.Tensor) or positions.shape != (B,) or positions.dtype not in (
-                torch.long, torch.int32) or (B and not positions.is_meta  # meta tensors (FLOP counts) hold no values
-                                             and not torch.compiler.is_compiling()  # reading values breaks the graph
-                                             and not 0 <= int(positions.min()) <= int(positions.max()) < T):
-            got = (f"{tuple(positions.shape)} {positions.dtype}" if isinstance(positions, torch.Tensor)
-                   else type(positions).__name__)
-            raise ValueError(f"query_positions must be a (B,) = ({B},) integer tensor of positions in [0, T={T}), "
-                             f"got {got}")
-        rows = torch.arange(B, device=x.device)
-        w_q, w_kv = self.in_proj_weight.split([D, 2 * D])  # (D, D) and (2D, D): the rows of W_q, then W_k; W_v
-        b_q, b_kv = self.in_proj_bias.split([D, 2 * D])
-        q = F.linear(x[rows, positions], w_q, b_q)  # (B, D): the one querying token per row
-        q = q.view(B, 1, self.heads, self.head_dim).transpose(1, 2)  # (B, 1, H, d) -> (B, H, 1, d)
-        kv = F.linear(x, w_kv, b_kv).view(B, T, 2, self.heads, self.head_dim)  # (B, T, 2, H, d)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # two of (B, H, T, d)
-        if mask is not None:  # (T, T), (B or 1, H or 1, T or 1, T) -> the row of each query: (B, H or 1, 1, T)
-            mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # 4-d, a view
-            mask = mask.expand(B, -1, T, -1)[rows, :, positions].unsqueeze(2)
-        if is_causal:  # query at position p sees keys 0..p: row p of the causal mask
-            causal = causal_mask(T, device=x.device, dtype=x.dtype)[positions][:, None, None]  # (B, 1, 1, T)
-            mask = causal if mask is None else mask + causal
-        return self._attend(q, k, v, mask, False, need_weights)  # (B, 1, D), weights (B, H, 1, T)
-
     def _attend(self, q, k, v, mask, is_causal: bool, need_weights: bool):
-        """``(B, H, T_q, d)`` queries over ``(B, H, T, d)`` keys and values by the configured path, heads merged,
-        output projection: ``(B, T_q, D)``, and the weights ``(B, H, T_q, T)`` if ``need_weights`` else ``None``."""
+        """``(B, H, T, d)`` queries, keys and values by the configured path, heads merged, output projection:
+        ``(B, T, D)``, and the weights ``(B, H, T, T)`` if ``need_weights`` else ``None``."""
         if self.impl == "manual" or need_weights:
             out, weights = scaled_dot_product_attention(q, k, v, mask, is_causal)
         else:
             out, weights = self._sdpa(q, k, v, mask, is_causal), None
-        B, H, T_q, d = out.shape
-        out = out.transpose(1, 2).reshape(B, T_q, H * d)  # (B, H, T_q, d) -> (B, T_q, H, d) -> (B, T_q, D): merged
+        B, H, T, d = out.shape
+        out = out.transpose(1, 2).reshape(B, T, H * d)  # (B, H, T, d) -> (B, T, H, d) -> (B, T, D): heads merged
         return self.out_proj(out), (weights if need_weights else None)
 
     @staticmethod

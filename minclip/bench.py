@@ -111,9 +111,9 @@ def matmul_flops(config: CLIPConfig, batch: int, training: bool = True, text_len
                           2 B T T D  (twice)      scores q k^T and weights @ v: H heads of D/H channels each
                           2 B T D D               output projection
                           2 B T D (4D)  (twice)   the MLP, D -> 4D -> D
-        last block        the same with 1 query   only the pooled token's output is read (``read_positions`` of
-                          (T' = 1) except k, v    :meth:`minclip.transformer.Transformer.forward`): q, scores,
-                                                  weighted sum, output projection and MLP for that token alone
+        last block        the same with 1 query   with ``config.fast_path`` (``minclip/speedups.py``, what training
+                          (T' = 1) except k, v    runs): q, scores, weighted sum, output projection and MLP for
+                                                  the pooled token alone
         projections       2 B D E  (per tower)    the pooled token only (class token, end-of-text token)
         logits            2 B B E                 every image against every text
 
@@ -122,7 +122,7 @@ def matmul_flops(config: CLIPConfig, batch: int, training: bool = True, text_len
     (LayerNorm, softmax, the activation, the optimiser) is left out: the count measures how busy the matrix units
     are. ``text_length`` defaults to ``config.context_length``; training trims batches to their longest caption.
 
-        >>> config = CLIPConfig.preset("tiny")
+        >>> config = CLIPConfig.preset("tiny", fast_path=True)   # as training builds it
         >>> round(matmul_flops(config, batch=128) / 1e9, 1)    # GFLOP, training step, batch 128, 32 text tokens
         25.3
         >>> round(matmul_flops(config, batch=128, text_length=20) / 1e9, 1)   # a batch trimmed to 20 tokens
@@ -140,8 +140,9 @@ def matmul_flops(config: CLIPConfig, batch: int, training: bool = True, text_len
                 + 2 * (2 * queries * tokens * width)  # scores and weighted sum
                 + 2 * queries * width * width + 2 * (2 * queries * width * 4 * width))  # out projection; MLP
 
-    def tower(tokens: int, width: int, layers: int) -> int:  # the last block computes the pooled token only
-        return batch * ((layers - 1) * block(tokens, tokens, width) + block(1, tokens, width)) if layers else 0
+    def tower(tokens: int, width: int, layers: int) -> int:  # fast_path: the last block computes the read token only
+        read = 1 if config.fast_path else tokens
+        return batch * ((layers - 1) * block(tokens, tokens, width) + block(read, tokens, width)) if layers else 0
 
     patches = (config.image_size // config.patch_size) ** 2
     patch_embedding = 2 * batch * patches * (3 * config.patch_size**2) * config.vision_width
@@ -309,7 +310,7 @@ def bench_model(name: str, tokenizer: BPETokenizer, **overrides) -> CLIP:
     torch.manual_seed(0)
     if name in REFERENCE_SHAPES:
         return CLIP(CLIPConfig(**REFERENCE_SHAPES[name], sot_token_id=tokenizer.sot_token_id,
-                               eot_token_id=tokenizer.eot_token_id, **overrides))
+                               eot_token_id=tokenizer.eot_token_id, **{"fast_path": True, **overrides}))
     if name not in PRESETS:
         raise ValueError(f"unknown configuration {name!r}; choose from {CONFIG_NAMES}")
     return build_model(TrainConfig(preset=name, model=overrides), tokenizer)

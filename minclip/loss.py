@@ -126,7 +126,7 @@ def _check_logit_scale(logit_scale) -> None:
 
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale,
               foil_features: torch.Tensor | None = None) -> torch.Tensor:
-    r"""Symmetric InfoNCE loss of CLIP over a batch of ``B`` matching (image, caption) pairs.
+    """Symmetric InfoNCE loss of CLIP over a batch of ``B`` matching (image, caption) pairs.
 
     Args:
         image_features: ``(B, D)``, L2-normalised rows; row ``i`` is the image of pair ``i``.
@@ -136,37 +136,16 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
 
     Returns:
         A scalar tensor: ``(CE(logits, labels) + CE(logits.T, labels)) / 2`` with ``logits = s * I @ T.T`` and
-        ``labels = [0, 1, ..., B-1]``, i.e. the mean over the ``2B`` rows and columns of
-        ``-log softmax(row)[correct]``.
+        ``labels = [0, 1, ..., B-1]``: the mean over the ``2B`` rows and columns of ``-log softmax(row)[correct]``.
 
-    **The review's formula and why CLIP adds a temperature.** The review we started from writes the loss for caption
-    ``i`` as ``L_i = -log( exp(sim(t_i, v_i)) / sum_j exp(sim(t_i, v_j)) )`` with ``sim`` the plain cosine, which is
-    this function with ``s = 1``. Then every logit lies in ``[-1, 1]`` and the softmax can barely move away from
-    uniform: even if the true pair has cosine ``1`` and all ``B - 1`` others ``-1``, the true pair gets probability
-    ``e / (e + (B - 1) / e)``, so ``L_i >= log(1 + (B - 1) e^-2)`` for any features. The others cannot all be at
-    ``-1`` anyway: ``B`` unit vectors have mean pairwise cosine at least ``-1 / (B - 1)``, and the lowest loss is
-    reached when matching pairs coincide and the ``B`` directions form a regular simplex (possible when
-    ``D >= B - 1``)::
+    Why the scale: cosines lie in ``[-1, 1]``, so at ``s = 1`` the softmax stays nearly uniform and even a perfect
+    embedding keeps a loss close to chance (notebook 05, section 7, derives that floor); a learned ``s`` lets the
+    loss approach zero. Sanity values: random features at ``s = 1`` give about ``ln(B)``; aligned features at a large
+    ``s`` give about ``0``.
 
-        floor(B) = log(1 + (B - 1) * exp(-B / (B - 1)))     # B = 256: 4.55, against ln(256) = 5.55 at chance
-
-    So even a perfect embedding gives the right caption only about 1 % of the probability (``e^-4.55``) and leaves the
-    loss at 82 % of its value at chance: the loss barely separates a perfect embedding from a mediocre one. CLIP
-    multiplies the cosines by a learned ``s = 1 / temperature`` (initialised to ``1 / 0.07 = 14.3``, clamped at
-    ``100``); with ``s = 14.3`` the same floor is ``log(1 + 255 exp(-14.3 * 256 / 255)) = 1.5e-4``, so the loss can
-    approach zero and keeps sharpening the ranking.
-
-    Two sanity values: random features at ``s = 1`` give ``logits ~ 0``, a uniform softmax and ``ln(B)``;
-    aligned features (``image_features == text_features``, distinct rows) at a large ``s`` give ``~0``.
-
-    **Hard negatives (NegCLIP).** With ``foil_features`` the image -> text direction chooses among ``B + B'``
-    captions, the batch's and the foils, still with answer ``i``; every foil is a wrong answer for *every* image (a
-    foil of caption ``k`` is false for image ``k`` by construction, and for the others as much as any other caption).
-    The text -> image direction is unchanged: a foil is not a query, since it describes no image of the batch, so
-    there is no right answer to ask it for. Both directions use the same ``s``, so a foil's logit is on the scale of
-    the other captions. The loss is ``(CE(s I [T; F]^T, labels) + CE(s T I^T, labels)) / 2``; with no foils (None,
-    or zero rows) it is plain InfoNCE, computed exactly as without them. Foils must never equal a true caption of the
-    batch: a foil equal to caption ``j`` would tell image ``j`` that its own caption is wrong.
+    With ``foil_features`` the image -> text direction chooses among the ``B + B'`` captions (still with answer
+    ``i``); the text -> image direction is unchanged, since a foil describes no image of the batch. No foils (None or
+    zero rows) is plain InfoNCE. A foil must never equal a true caption of the batch: it would mark that caption wrong.
 
     Example:
         >>> import torch.nn.functional as F
@@ -188,7 +167,7 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
 
 def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, logit_bias,
                 foil_features: torch.Tensor | None = None) -> torch.Tensor:
-    r"""Pairwise sigmoid loss of SigLIP (Zhai et al. 2023) over a batch of ``B`` matching pairs.
+    """Pairwise sigmoid loss of SigLIP (Zhai et al. 2023) over a batch of ``B`` matching pairs.
 
     Every (image ``i``, caption ``j``) pair is a binary question "do they match?" with logit
     ``z_ij = s * cos(image i, text j) + b`` and answer ``y_ij = +1`` on the diagonal, ``-1`` elsewhere::

@@ -63,7 +63,7 @@ class CLIPConfig:
 
     embed_dim: int = 128  # size of the joint embedding space both towers project into
     # --- image tower ---
-    image_encoder: str = "vit"  # "vit": CLIP's ViT; "resnet": a small ResNet (the review's); "modified_resnet":
+    image_encoder: str = "vit"  # "vit": CLIP's ViT; "resnet": a small ResNet (vision.py); "modified_resnet":
     #                             OpenAI's RN50 kind (modified_resnet.py): resnet_width, resnet_layers, vision_heads
     image_size: int = 64  # images are (B, 3, image_size, image_size)
     patch_size: int = 16  # ViT patch side in pixels, dividing image_size; (image_size / patch_size)^2 + 1 tokens
@@ -85,6 +85,10 @@ class CLIPConfig:
     # --- both towers ---
     activation: str = "quick_gelu"  # MLP activation: "quick_gelu" (OpenAI's weights need it) or "gelu"
     attn_impl: str = "manual"  # "manual": hand-written attention; "sdpa": F.scaled_dot_product_attention (fused)
+    # Training's shortcuts (speedups.py): the same features for less work, by computing only the read token in each
+    # tower's last block and QuickGELU as one fused SiLU. How the model runs, not what it is: configs that differ only
+    # here compare equal.
+    fast_path: bool = dataclasses.field(default=False, compare=False)  # False: the plain towers, as written
     init_logit_scale: float = math.log(1 / 0.07)  # initial log inverse temperature: exp(2.659) = 14.3
     init_logit_bias: float | None = None  # SigLIP: a learned bias added to every logit, starting here; None: no bias
 
@@ -198,9 +202,15 @@ class CLIP(nn.Module):
         if not isinstance(config, CLIPConfig):
             raise TypeError(f"CLIP needs a CLIPConfig, got {type(config).__name__}; e.g. CLIPConfig.preset('tiny')")
         self.config = c = config
+        vision_tower, text_tower = VisionTransformer, TextTransformer
+        if c.fast_path:  # the same towers computed with training's shortcuts; imported here, as only they need it
+            if __package__:
+                from .speedups import FastTextTransformer as text_tower, FastVisionTransformer as vision_tower
+            else:
+                from speedups import FastTextTransformer as text_tower, FastVisionTransformer as vision_tower
         if c.image_encoder == "vit":
-            self.visual = VisionTransformer(c.image_size, c.patch_size, c.vision_width, c.vision_layers,
-                                            c.vision_heads, c.embed_dim, c.activation, c.attn_impl)
+            self.visual = vision_tower(c.image_size, c.patch_size, c.vision_width, c.vision_layers, c.vision_heads,
+                                       c.embed_dim, c.activation, c.attn_impl)
         elif c.image_encoder == "modified_resnet":  # imported here: the five model files still work without it
             if __package__:
                 from .modified_resnet import ModifiedResNet
@@ -210,16 +220,12 @@ class CLIP(nn.Module):
             self.visual.init_openai_()
         else:
             self.visual = ResNetEncoder(c.image_size, c.resnet_width, c.resnet_layers, c.embed_dim)
-        self.text = TextTransformer(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads,
-                                    c.embed_dim, c.eot_token_id, c.text_pooling, c.activation, c.attn_impl)
+        self.text = text_tower(c.vocab_size, c.context_length, c.text_width, c.text_layers, c.text_heads, c.embed_dim,
+                               c.eot_token_id, c.text_pooling, c.activation, c.attn_impl)
         self.logit_scale = nn.Parameter(torch.tensor(float(c.init_logit_scale)))  # 0-dim, as in OpenAI's weights
         # SigLIP's bias, 0-dim like open_clip's `logit_bias`; a None parameter is absent from the state dict
         self.register_parameter("logit_bias", None if c.init_logit_bias is None
                                 else nn.Parameter(torch.tensor(float(c.init_logit_bias))))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.logit_scale.dtype
 
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """``(B, 3, image_size, image_size)`` float images -> ``(B, embed_dim)`` features.
@@ -423,12 +429,12 @@ def openai_config(state_dict: Mapping, vision_heads: int | None = None, text_hea
                       vision_width=vision_width, vision_layers=count("visual.transformer.resblocks."))
     text_width = state_dict["ln_final.weight"].shape[0]
     vocab_size = state_dict["token_embedding.weight"].shape[0]
-    vision_heads = vision_heads or vision_width // 64
+    vision_heads = vision_heads or vision_width // 64  # not stored: OpenAI's build_model assumes 64 channels a head
     text_heads = text_heads or text_width // 64
     for tower, width, heads in (("vision", vision_width, vision_heads), ("text", text_width, text_heads)):
-        if heads == 0 or width % heads:
-            raise ValueError(f"cannot use {heads} heads for the {tower} width {width}: the number of heads is not "
-                             f"stored in the state dict; pass {tower}_heads= (a divisor of {width})")
+        if heads == 0:  # a width under 64 (whether heads divide widths is CLIPConfig's check)
+            raise ValueError(f"cannot use 0 heads for the {tower} width {width}: the number of heads is not stored in "
+                             f"the state dict; pass {tower}_heads= (a divisor of {width})")
     inferred = dict(
         embed_dim=state_dict["text_projection"].shape[1], **vision, vision_heads=vision_heads,
         vocab_size=vocab_size, context_length=state_dict["positional_embedding"].shape[0], text_width=text_width,

@@ -14,13 +14,11 @@ Two choices, both selectable with ``pooling``:
   the ids instead, which works only because EOT happens to be the largest id of their vocabulary; a trained
   vocabulary with another layout, or a text containing the EOT id twice, would silently pool the wrong token.
   Because attention is causal, whatever follows EOT (the padding) cannot change the feature.
-* ``"first"`` (BERT's [CLS], the review's description of CLIP): attention is bidirectional and the feature is read at
-  position 0 (the start-of-text token). The padding after EOT is hidden from attention with a key-padding mask, so it
-  cannot change the feature either.
+* ``"first"`` (BERT's [CLS]; how the Korean CLIP review minclip grew from describes CLIP): attention is
+  bidirectional and the feature is read at position 0 (the start-of-text token). The padding after EOT is hidden from
+  attention with a key-padding mask, so it cannot change the feature either.
 
 The projection is a bare ``(D, embed_dim)`` matrix used as ``x @ text_projection`` (no bias), as in OpenAI's weights.
-Since only the pooled position is read, ``forward`` runs the last block for that token alone (every token still gives
-it keys and values): the same feature, less work; :meth:`TextTransformer.token_features` runs it for every position.
 
 References: Radford et al. (2021), CLIP, section 2.4 ("the [EOS] token ... is treated as the feature representation
 of the text"); Devlin et al. (2019), BERT, for the [CLS] variant.
@@ -53,8 +51,8 @@ def trim_padding(tokens: torch.Tensor, eot_token_id: int) -> torch.Tensor:
 
     Exact, not an approximation: with the causal mask no position attends to a later one, and the pooled feature
     is read at the end-of-text token, so the padding after it never influences the output (with first-token
-    pooling the padding is masked out as keys). Captions average ~10 of the 32 positions here, so trimming the
-    batch to its longest caption skips work the model would throw away.
+    pooling the padding is masked out as keys). Short captions in a long context are mostly padding, so this skips
+    work whose result the model throws away.
 
     >>> trim_padding(torch.tensor([[5, 1, 9, 0, 0], [5, 9, 0, 0, 0]]), eot_token_id=9)
     tensor([[5, 1, 9],
@@ -143,13 +141,21 @@ class TextTransformer(nn.Module):
                                  f"(eot_token_id={self.eot_token_id}) to pool at; tokenize(..., truncate=True) "
                                  "always ends a row with one")
 
-    def token_features(self, tokens: torch.Tensor, return_attention: bool = False):
-        """Per-position hidden states after ``ln_final``: ``(B, T)`` ids -> ``(B, T, width)`` (before pooling).
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embedding plus position embedding: ``(B, T)`` ids -> ``(B, T, width)``, the Transformer's input."""
+        return self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]  # (B, T, D)
 
-        With ``return_attention=True`` returns ``(features, maps)``, ``maps`` one ``(B, H, T, T)`` tensor per layer.
+    def attention_masks(self, tokens: torch.Tensor) -> dict:
+        """Which keys each position may attend to, as keyword arguments of :meth:`Transformer.forward`.
+
+        ``"eot"``: causal (``is_causal=True``). ``"first"``: every key except the padding after the first end-of-text
+        token (``key_padding_mask`` ``(B, T)``, True = padding).
         """
-        self.check_tokens(tokens)
-        return self._hidden(tokens, return_attention)
+        if self.pooling == "eot":
+            return {"is_causal": True}
+        T = tokens.shape[1]
+        padding = torch.arange(T, device=tokens.device) > first_eot_index(tokens, self.eot_token_id)[:, None]  # (B, T)
+        return {"key_padding_mask": padding}
 
     def pooled_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """The position read in each row, ``(B,)``: the first end-of-text token (``"eot"``) or 0 (``"first"``)."""
@@ -157,29 +163,21 @@ class TextTransformer(nn.Module):
             return first_eot_index(tokens, self.eot_token_id)
         return torch.zeros(len(tokens), dtype=torch.long, device=tokens.device)
 
+    def token_features(self, tokens: torch.Tensor, return_attention: bool = False):
+        """Per-position hidden states after ``ln_final``: ``(B, T)`` ids -> ``(B, T, width)`` (before pooling).
+
+        With ``return_attention=True`` returns ``(features, maps)``, ``maps`` one ``(B, H, T, T)`` tensor per layer.
+        """
+        self.check_tokens(tokens)
+        out = self.transformer(self.embed(tokens), return_attention=return_attention, **self.attention_masks(tokens))
+        x, maps = out if return_attention else (out, None)
+        x = self.ln_final(x)  # (B, T, D)
+        return (x, maps) if return_attention else x
+
     def forward(self, tokens: torch.Tensor, return_attention: bool = False):
         """``(B, T)`` token ids -> ``(B, embed_dim)`` features (``(features, maps)`` with ``return_attention``)."""
-        self.check_tokens(tokens)
-        positions = self.pooled_positions(tokens)  # (B,)
-        out = self._hidden(tokens, return_attention, None if return_attention else positions)  # maps: full last block
-        if return_attention:
-            x, maps = out
-            pooled = x[torch.arange(len(x), device=x.device), positions]  # (B, D): one per row
-        else:
-            pooled, maps = out, None  # (B, D): the last block computed the pooled tokens alone
+        out = self.token_features(tokens, return_attention)
+        x, maps = out if return_attention else (out, None)  # x: (B, T, D)
+        pooled = x[torch.arange(len(x), device=x.device), self.pooled_positions(tokens)]  # (B, D): one per row
         features = pooled @ self.text_projection  # (B, D) @ (D, embed_dim) -> (B, embed_dim)
         return (features, maps) if return_attention else features
-
-    def _hidden(self, tokens: torch.Tensor, return_attention: bool, read_positions: torch.Tensor | None = None):
-        """Embed, run the Transformer, ``ln_final``: ``(B, T, D)``, or ``(B, D)`` at ``read_positions``."""
-        T = tokens.shape[1]
-        x = self.token_embedding(tokens) + self.positional_embedding[:T]  # (B, T, D)
-        if self.pooling == "eot":
-            out = self.transformer(x, is_causal=True, return_attention=return_attention, read_positions=read_positions)
-        else:
-            padding = torch.arange(T, device=tokens.device) > first_eot_index(tokens, self.eot_token_id)[:, None]
-            out = self.transformer(x, key_padding_mask=padding, return_attention=return_attention,  # (B, T) mask
-                                   read_positions=read_positions)
-        x, maps = out if return_attention else (out, None)
-        x = self.ln_final(x)
-        return (x, maps) if return_attention else x

@@ -628,7 +628,8 @@ def model_config(config: TrainConfig, vocab_size: int, sot_token_id: int, eot_to
     siglip = {"init_logit_scale": SIGLIP_INIT_LOG_SCALE, "init_logit_bias": SIGLIP_INIT_BIAS} \
         if config.loss == "siglip" else {}
     return CLIPConfig.preset(config.preset, **{"vocab_size": vocab_size, "sot_token_id": sot_token_id,
-                                               "eot_token_id": eot_token_id, **siglip, **config.model})
+                                               "eot_token_id": eot_token_id, "fast_path": True,  # speedups.py
+                                               **siglip, **config.model})
 
 
 def build_model(config: TrainConfig, tokenizer: BPETokenizer) -> CLIP:

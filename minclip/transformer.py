@@ -11,19 +11,12 @@ Transformer Architecture"). Module names (``ln_1``, ``attn``, ``ln_2``, ``mlp.c_
 are those of OpenAI's CLIP checkpoints, so their weights load key for key.
 
 The activation is GELU or OpenAI's QuickGELU, ``x * sigmoid(1.702 x)``: a cheaper approximation of GELU that CLIP
-was trained with. Loading OpenAI's weights needs QuickGELU; training from scratch works with either. Since
-``x * sigmoid(1.702 x) = silu(1.702 x) / 1.702``, the MLP computes QuickGELU as PyTorch's fused SiLU between its two
-linear layers, with the two constants folded into their weights (:meth:`MLP.forward`).
-
-Reading one token. CLIP reads a single token per input at the top of each tower. ``Transformer.forward(...,
-read_positions=...)`` therefore runs the last block for those tokens only (all tokens still supply its keys and values):
-the same output as the full pass at those positions, without the work whose result would be thrown away.
+was trained with. Loading OpenAI's weights needs QuickGELU; training from scratch works with either.
 
 References: Radford et al. (2019), GPT-2; Radford et al. (2021), CLIP, section 2.4.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 if __package__:  # inside a package (minclip, or a folder the model files were copied into)
@@ -38,11 +31,7 @@ QUICK_GELU_SLOPE = 1.702  # QuickGELU's sigmoid slope: sigmoid(1.702 x) is close
 
 
 class QuickGELU(nn.Module):
-    """``x * sigmoid(1.702 * x)``, the GELU approximation OpenAI's CLIP uses (within ~0.02 of exact GELU).
-
-    Inside :class:`MLP` the same function is computed in a cheaper arrangement (see :meth:`MLP.forward`); this module is
-    the formula as it reads, for use on its own and as the name OpenAI's checkpoints give the MLP's activation.
-    """
+    """``x * sigmoid(1.702 * x)``, the GELU approximation OpenAI's CLIP uses (within ~0.02 of exact GELU)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(QUICK_GELU_SLOPE * x)
@@ -58,29 +47,19 @@ def make_activation(name: str) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network ``c_proj(act(c_fc(x)))`` with hidden width ``4 * width``; ``(B, T, D)``.
+    """Position-wise feed-forward network ``c_proj(gelu(c_fc(x)))`` with hidden width ``4 * width``: ``(B, T, D)``.
 
-    With QuickGELU the forward pass folds the activation's slope into the two linear layers and does not call
-    ``self.gelu`` (a hook on it would not fire); the result is the formula's, to float rounding.
+    Each token is transformed on its own; the 4x wider hidden layer is where most of a block's parameters live.
     """
 
-    def __init__(self, width: int, activation: str = "quick_gelu", expansion: int = 4):
+    def __init__(self, width: int, activation: str = "quick_gelu"):
         super().__init__()
-        self.c_fc = nn.Linear(width, expansion * width)
+        self.c_fc = nn.Linear(width, 4 * width)
         self.gelu = make_activation(activation)  # named as in OpenAI's checkpoints (holds no weights)
-        self.c_proj = nn.Linear(expansion * width, width)
+        self.c_proj = nn.Linear(4 * width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.gelu, QuickGELU):
-            # x * sigmoid(a x) = silu(a x) / a with a = 1.702, and a constant factor passes through a linear layer. So
-            # scale c_fc's weights by a and c_proj's by 1 / a (small (4D, D) tensors, rescaled every call so the
-            # parameters and their gradients stay OpenAI's): the widest tensor, (B, T, 4D), then sees one fused SiLU
-            # pass forward and one backward, instead of a product, a sigmoid and another product and their gradients.
-            # The same function; only the float rounding differs (~1e-7 relative).
-            a = QUICK_GELU_SLOPE
-            hidden = F.linear(x, self.c_fc.weight * a, self.c_fc.bias * a)  # (B, T, 4D): a * c_fc(x)
-            return F.linear(F.silu(hidden), self.c_proj.weight / a, self.c_proj.bias)  # (B, T, D)
-        return self.c_proj(self.gelu(self.c_fc(x)))
+        return self.c_proj(self.gelu(self.c_fc(x)))  # (B, T, D) -> (B, T, 4D) -> (B, T, D)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -100,20 +79,15 @@ class ResidualAttentionBlock(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
-        query_positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns ``(x, weights)``: ``x`` is ``(B, T, D)``, ``weights`` the ``(B, H, T, T)`` attention or ``None``.
 
-        The mask arguments are those of :meth:`MultiheadSelfAttention.forward`. With ``query_positions`` ``(B,)``
-        the block computes one token per row, the one at that position: ``x`` ``(B, 1, D)``, ``weights``
-        ``(B, H, 1, T)``.
+        The mask arguments are those of :meth:`MultiheadSelfAttention.forward`.
         """
         attended, weights = self.attn(
             self.ln_1(x), attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal,
-            need_weights=need_weights, query_positions=query_positions,
+            need_weights=need_weights,
         )
-        if query_positions is not None:
-            x = x[torch.arange(len(x), device=x.device), query_positions].unsqueeze(1)  # (B, 1, D): the kept tokens
         x = x + attended
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -144,29 +118,17 @@ class Transformer(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         return_attention: bool = False,
-        read_positions: torch.Tensor | None = None,
     ):
         """Run every block in order. ``(B, T, D) -> (B, T, D)``.
 
         With ``return_attention=True`` returns ``(x, maps)`` where ``maps`` is a list with one ``(B, H, T, T)``
         tensor of attention weights per layer (computed by the hand-written path, whatever ``attn_impl`` is).
-
-        ``read_positions`` ``(B,)``: the one position per row the caller will read (CLIP's pooled token). Every
-        block but the last still needs every token, since later blocks attend to them; the last block computes only
-        the read tokens, and the output is ``(B, D)`` (last map ``(B, H, 1, T)``). Same values as
-        ``out[arange(B), read_positions]`` of the full pass, for about ``(L - 1) / L`` of its cost plus the keys
-        and values of the last block.
         """
         maps = []
-        last = len(self.resblocks) - 1
-        for i, block in enumerate(self.resblocks):
-            x, weights = block(
-                x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal,
-                need_weights=return_attention, query_positions=read_positions if i == last else None,
-            )
+        for block in self.resblocks:
+            x, weights = block(x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal,
+                               need_weights=return_attention)
             maps.append(weights)
-        if read_positions is not None:
-            x = x.squeeze(1) if self.resblocks else x[torch.arange(len(x), device=x.device), read_positions]  # (B, D)
         return (x, maps) if return_attention else x
 
     def init_openai_(self) -> None:

@@ -1,4 +1,4 @@
-"""CLIP's image towers: a Vision Transformer (what CLIP's best models use) and a small ResNet (the review's choice).
+"""CLIP's image towers: a Vision Transformer (what CLIP's best models use) and a small ResNet.
 
 Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words")::
 
@@ -7,24 +7,24 @@ Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words")::
                         ─ Transformer (every patch sees every patch) ─ ln_post on the class token ─> (B, D)
                         ─ @ proj ─> (B, embed_dim)
 
-Patchify two ways. ``conv1`` is a convolution with kernel = stride = P and no bias: because the stride equals the
-kernel, the windows tile the image without overlap, and each output pixel is a dot product between one flattened patch
-and one filter, i.e. a linear layer applied to every patch. :func:`patchify` cuts the patches out with reshapes and
-:func:`patch_embed_unfold` applies ``conv1``'s weight as that linear layer; the tests show both equal ``conv1``.
-The convolution form is the one OpenAI's checkpoints store (``visual.conv1.weight``, shape ``(D, 3, P, P)``).
+Patchify. ``conv1`` is a convolution with kernel = stride = P and no bias: because the stride equals the kernel, the
+windows tile the image without overlap, and each output pixel is a dot product between one flattened patch and one
+filter, i.e. a linear layer applied to every patch. The forward pass uses ``conv1``, the form OpenAI's checkpoints store
+(``visual.conv1.weight``, shape ``(D, 3, P, P)``); :func:`patchify` and :func:`patch_embed_unfold` spell out the same
+computation as reshapes and one matrix product (tested equal to ``conv1``).
 
 The class token is a learned vector that owns no patch; it attends to all patches and its final state, after
 ``ln_post``, is the image's feature. ``ln_pre`` (a LayerNorm before the blocks) is CLIP's addition to the original
-ViT. Since only the class token is read, the last block computes it alone (keys and values still come from every
-token): the same feature for about a fifth of that block's work (``read_positions`` of the Transformer).
+ViT.
 
-Small ResNet (He et al., 2016): a 3x3 stem, then stages of basic residual blocks (two 3x3 convolutions with batch
-norm and a shortcut); each stage after the first halves the resolution and doubles the channels; global average
-pooling, then a projection. OpenAI's ResNet encoders (RN50 and up) differ: bottleneck blocks (1x1, 3x3, 1x1 with
-4x expansion), a three-convolution stem with average pooling, anti-aliased downsampling (an average pool before each
-strided step instead of a strided convolution), and attention pooling (a single multi-head attention whose query is
-the mean of the feature map) instead of the global average pool. That network is ``minclip/modified_resnet.py``
-(``CLIPConfig.image_encoder="modified_resnet"``), which OpenAI's ResNet checkpoints load into.
+Small ResNet (He et al., 2016; the image encoder of the Korean CLIP review minclip grew from): a 3x3 stem, then stages
+of basic residual blocks (two 3x3 convolutions with batch norm and a shortcut); each stage after the first halves the
+resolution and doubles the channels; global average pooling, then a projection. OpenAI's ResNet encoders (RN50 and up)
+differ: bottleneck blocks (1x1, 3x3, 1x1 with 4x expansion), a three-convolution stem with average pooling, anti-aliased
+downsampling (an average pool before each strided step instead of a strided convolution), and attention pooling (a
+single multi-head attention whose query is the mean of the feature map) instead of the global average pool. That network
+is ``minclip/modified_resnet.py`` (``CLIPConfig.image_encoder="modified_resnet"``), which OpenAI's ResNet checkpoints
+load into.
 """
 
 import torch
@@ -37,7 +37,7 @@ else:  # copied as loose files side by side
     from transformer import Transformer
 
 
-def check_images(images, image_size: int, patch_size: int | None = None) -> None:
+def check_images(images, image_size: int) -> None:
     """Raise a clear ``TypeError``/``ValueError`` unless ``images`` is a float ``(B, 3, image_size, image_size)``."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a float tensor (B, 3, H, W), got {type(images).__name__}")
@@ -49,8 +49,6 @@ def check_images(images, image_size: int, patch_size: int | None = None) -> None
         hint = "; channels-last input? use images.permute(0, 3, 1, 2)" if images.dim() == 4 and shape[3] == 3 else ""
         hint = hint or ("; for a single image use images[None]" if images.dim() == 3 else "")
         raise ValueError(f"images must be (B, 3, H, W) with 3 colour channels, got {shape}{hint}")
-    if patch_size is not None and (shape[2] % patch_size or shape[3] % patch_size):
-        raise ValueError(f"images must be (B, 3, H, W) with H and W divisible by patch_size={patch_size}, got {shape}")
     if shape[2] != image_size or shape[3] != image_size:
         raise ValueError(f"images must be {image_size}x{image_size} (the configured image_size), got {shape}; "
                          "resize them first")
@@ -105,8 +103,6 @@ class VisionTransformer(nn.Module):
         attn_impl: str = "manual",
     ):
         super().__init__()
-        if image_size % patch_size:
-            raise ValueError(f"image_size={image_size} must be divisible by patch_size={patch_size}")
         self.image_size, self.patch_size = image_size, patch_size
         self.grid_size = image_size // patch_size
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
@@ -128,21 +124,21 @@ class VisionTransformer(nn.Module):
         nn.init.normal_(self.proj, std=std)
         self.transformer.init_openai_()
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The Transformer's input: ``(B, 3, H, W)`` images -> ``(B, 1 + N, D)`` tokens, the class token first."""
+        x = self.conv1(images.to(self.conv1.weight.dtype))  # (B, D, rows, cols): one D-vector per patch
+        x = x.flatten(2).transpose(1, 2)  # (B, D, N) -> (B, N, D): one token per patch, row by row
+        cls = self.class_embedding.expand(len(x), 1, -1)  # (B, 1, D)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding  # (B, 1 + N, D)
+        return self.ln_pre(x)
+
     def forward(self, images: torch.Tensor, return_attention: bool = False):
         """``(B, 3, H, W)`` float images -> ``(B, embed_dim)`` features (``(features, maps)`` with
         ``return_attention``, ``maps`` one ``(B, H, 1 + N, 1 + N)`` tensor per layer; index 0 is the class token)."""
-        check_images(images, self.image_size, self.patch_size)
-        x = self.conv1(images.to(self.conv1.weight.dtype))  # (B, D, rows, cols)
-        x = x.flatten(2).transpose(1, 2)  # (B, D, N) -> (B, N, D): one token per patch
-        cls = self.class_embedding.expand(len(x), 1, -1)  # (B, 1, D)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding  # (B, 1 + N, D)
-        x = self.ln_pre(x)
-        if return_attention:  # every layer's full map: the last block runs for every token
-            x, maps = self.transformer(x, return_attention=True)  # no mask: every token sees every token
-            x = x[:, 0]  # (B, 1 + N, D) -> (B, D): the class token
-        else:  # only the class token is read: the last block computes it alone
-            x = self.transformer(x, read_positions=torch.zeros(len(x), dtype=torch.long, device=x.device))  # (B, D)
-        features = self.ln_post(x) @ self.proj  # class token (B, D) @ (D, embed_dim) -> (B, embed_dim)
+        check_images(images, self.image_size)
+        out = self.transformer(self.embed(images), return_attention=return_attention)  # no mask: all see all
+        x, maps = out if return_attention else (out, None)  # x: (B, 1 + N, D)
+        features = self.ln_post(x[:, 0]) @ self.proj  # the class token: (B, D) @ (D, embed_dim) -> (B, embed_dim)
         return (features, maps) if return_attention else features
 
 

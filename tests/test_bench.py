@@ -16,7 +16,8 @@ from minclip.train import train_step
 
 # The manual attention path: FlopCounterMode has no formula for the CPU's fused attention kernel (it counts 0).
 SMALL = dict(embed_dim=24, image_size=12, patch_size=4, vision_width=16, vision_layers=1, vision_heads=2,
-             vocab_size=50, context_length=7, text_width=8, text_layers=2, text_heads=2, attn_impl="manual")
+             vocab_size=50, context_length=7, text_width=8, text_layers=2, text_heads=2, attn_impl="manual",
+             fast_path=True)
 
 
 def batch(config: CLIPConfig, size: int, length: int, seed: int = 0):
@@ -42,7 +43,8 @@ def test_matmul_flops_by_hand():
     assert matmul_flops(config, B) == 3 * forward - patches  # the images need no gradient
 
 
-@pytest.mark.parametrize("overrides, length", [({}, 7), ({}, 3), ({"vision_layers": 2, "text_heads": 1}, 5)])
+@pytest.mark.parametrize("overrides, length", [({}, 7), ({}, 3), ({"vision_layers": 2, "text_heads": 1}, 5),
+                                               ({"fast_path": False}, 7)])
 def test_matmul_flops_equal_flop_counter_on_a_forward_pass(overrides, length):
     config = CLIPConfig(**{**SMALL, **overrides})
     model = CLIP(config)
@@ -221,7 +223,7 @@ def test_compile_flag_compiles_both_towers_and_says_so(capsys, monkeypatch):
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append((type(self).__name__, kw)))
     assert main(["--preset", "nano", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--peak-size", "64",
                  "--threads", "1", "--compile"]) == 0
-    assert compiled == [("VisionTransformer", {"dynamic": True}), ("TextTransformer", {"dynamic": True})]
+    assert compiled == [("FastVisionTransformer", {"dynamic": True}), ("FastTextTransformer", {"dynamic": True})]
     assert table_rows(capsys.readouterr().out)["nano"]["model"].endswith("manual, compiled")
 
 

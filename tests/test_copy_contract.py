@@ -235,3 +235,27 @@ def test_model_files_copied_together(layout, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(copied["images"], clip.encode_image(images, normalize=True))
         torch.testing.assert_close(copied["texts"], clip.encode_text(tokens, normalize=True))
+
+
+def test_speedups_copied_with_the_model_files_give_the_package_features(tmp_path):
+    """speedups.py is needed only with fast_path=True: copied beside the five model files, it gives the package's
+    (plain) features."""
+    torch.manual_seed(0)
+    plain = CLIP(CLIPConfig.preset("nano")).eval()
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(2, 3, 16, 16, generator=g)
+    tokens = torch.tensor([[62, 5, 7, 63, 0], [62, 9, 63, 0, 0]])
+    copied = run_copy(tmp_path, [*MODEL_FILES, "speedups.py"], """
+        import torch
+        import model
+        inputs = torch.load("inputs.pt")
+        clip = model.CLIP(model.CLIPConfig.preset("nano", fast_path=True)).eval()
+        clip.load_state_dict(inputs["state"])
+        assert type(clip.visual).__name__ == "FastVisionTransformer", type(clip.visual)
+        with torch.no_grad():
+            torch.save({"images": clip.encode_image(inputs["images"]), "texts": clip.encode_text(inputs["tokens"])},
+                       "outputs.pt")
+    """, {"state": plain.state_dict(), "images": images, "tokens": tokens}, module="model")
+    with torch.no_grad():
+        torch.testing.assert_close(copied["images"], plain.encode_image(images), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(copied["texts"], plain.encode_text(tokens), rtol=1e-5, atol=1e-5)

@@ -106,7 +106,7 @@ def test_clip_loss_is_symmetric_in_images_and_texts():
     torch.testing.assert_close(clip_loss(image, text, 14.3), clip_loss(text, image, 14.3), rtol=1e-12, atol=1e-12)
 
 
-def test_review_formula_cannot_go_below_the_floor_its_docstring_derives():
+def test_without_a_temperature_the_loss_cannot_go_below_the_floor_notebook_05_derives():
     """Without a temperature (scale 1) the loss bottoms out at log(1 + (B-1) exp(-B/(B-1))), the regular simplex."""
     batch = 8
     floor = math.log(1 + (batch - 1) * math.exp(-batch / (batch - 1)))

@@ -137,7 +137,7 @@ def test_input_errors_at_the_boundary():
     images, tokens = nano_batch(2)
     with pytest.raises(ValueError, match=r"3 colour channels, got \(2, 1, 16, 16\)"):
         model(images[:, :1], tokens)
-    with pytest.raises(ValueError, match=r"divisible by patch_size=4, got \(2, 3, 18, 18\)"):
+    with pytest.raises(ValueError, match=r"must be 16x16 \(the configured image_size\), got \(2, 3, 18, 18\)"):
         model.encode_image(torch.randn(2, 3, 18, 18))
     with pytest.raises(ValueError, match=r"must be 16x16 \(the configured image_size\), got \(2, 3, 32, 32\)"):
         model.encode_image(torch.randn(2, 3, 32, 32))

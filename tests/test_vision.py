@@ -102,12 +102,8 @@ def test_image_errors():
         check_images(torch.zeros(2, 16, 16, 3), 16)
     with pytest.raises(ValueError, match=r"got \(3, 16, 16\); for a single image use images\[None\]"):
         check_images(torch.zeros(3, 16, 16), 16)
-    with pytest.raises(ValueError, match=r"H and W divisible by patch_size=4, got \(2, 3, 18, 16\)"):
-        check_images(torch.zeros(2, 3, 18, 16), 16, patch_size=4)
     with pytest.raises(ValueError, match=r"must be 16x16 \(the configured image_size\), got \(2, 3, 32, 32\)"):
-        check_images(torch.zeros(2, 3, 32, 32), 16, patch_size=4)
-    with pytest.raises(ValueError, match="image_size=18 must be divisible by patch_size=4"):
-        VisionTransformer(18, 4, WIDTH, 1, 4, EMBED)
+        check_images(torch.zeros(2, 3, 32, 32), 16)
     with pytest.raises(ValueError, match="must be 16x16"):
         ResNetEncoder(16, 8, (1,), EMBED)(torch.zeros(1, 3, 8, 8))
 
