@@ -6,6 +6,8 @@ import dataclasses
 import pytest
 import torch
 
+from tests import helpers
+
 from minclip.attention import MultiheadSelfAttention
 from minclip.model import CLIP, CLIPConfig
 from minclip.speedups import (FastTextTransformer, FastVisionTransformer, attention_at, mlp_fused,
@@ -18,12 +20,7 @@ B, T, D, H = 3, 7, 16, 4
 
 
 def randomize_(module, seed=0):
-    """Random values everywhere (LayerNorm gains and biases too), so that no parameter can be silently ignored."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0, 0.2).add_(1.0 if p.dim() == 1 and p.shape[0] == D else 0.0)
-    return module
+    return helpers.randomize_(module, D, seed)
 
 
 def assert_same_gradients(ours, expected, inputs, rtol=1e-4, atol=1e-5):

@@ -4,6 +4,8 @@ import doctest
 
 import pytest
 import torch
+
+from tests import helpers
 import torch.nn.functional as F
 
 from minclip import transformer
@@ -15,12 +17,7 @@ B, T, D, H, L = 2, 6, 32, 4, 2
 
 
 def randomize_(module, seed=0):
-    """Random values everywhere (LayerNorm gains and biases too), so that no parameter can be silently ignored."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0, 0.2).add_(1.0 if p.dim() == 1 and p.shape[0] == D else 0.0)
-    return module
+    return helpers.randomize_(module, D, seed)
 
 
 @pytest.mark.parametrize("impl", ["manual", "sdpa"])
