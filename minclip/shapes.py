@@ -507,6 +507,29 @@ def render_scene(scene: Scene, image_size: int = 32) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------------
 # The dataset.
 
+def role_twin(scene: Scene) -> Scene | None:
+    """The drawing a role foil describes: the same objects in the opposite order along the caption's axis, with the
+    same caption template, so only the word order changes. Each object keeps its shape, colour and size; the centres
+    are mirrored along the axis (x -> 1 - x, or y -> 1 - y), which keeps every margin and gap of the layout. For two
+    objects the twin's caption is the role foil of `scene.foils()`. None for one object, or when no word would change.
+
+    Example:
+        >>> red = SceneObject("circle", "red", "small", 0.25, 0.5)
+        >>> blue = SceneObject("square", "blue", "large", 0.75, 0.5)
+        >>> twin = role_twin(Scene((red, blue), "left of"))
+        >>> twin.caption(), [(o.colour, o.x) for o in twin.objects]
+        ('a large blue square to the left of a small red circle', [('blue', 0.25), ('red', 0.75)])
+    """
+    if scene.relation is None:
+        return None
+    if scene.axis == "horizontal":
+        mirrored = [replace(o, x=1 - o.x) for o in scene.objects]
+    else:
+        mirrored = [replace(o, y=1 - o.y) for o in scene.objects]
+    twin = Scene(tuple(mirrored[::-1]), scene.relation)  # listed in the new order, so the relation words still hold
+    return None if twin.caption() == scene.caption() else twin
+
+
 class ShapesDataset(torch.utils.data.Dataset):
     """Procedural shapes with captions: item i = (uint8 image (S, S, 3), caption str).
 
@@ -514,13 +537,17 @@ class ShapesDataset(torch.utils.data.Dataset):
         the held-out combinations, two objects each). lang: 'en', 'ko', or 'both' (each image captioned in one
         language, chosen at random, so no image appears twice). image_size: S >= 24. num_images: defaults to
         DEFAULT_NUM_IMAGES[split]. seed: the same seed gives the same images and captions; the first k items do
-        not depend on num_images.
+        not depend on num_images. role_twins: every scene of two or more objects is followed by its role twin
+        (`role_twin`: the same objects in the opposite order), still num_images items in all;
+        `families` then names each item's scene, so a batch sampler can keep twins together: hard negative
+        images (NegCLIP), whose captions differ only in word order.
 
     Attributes:
         images:    uint8 tensor (N, S, S, 3)
         captions:  list of N str
         languages: list of N 'en' / 'ko', the language of each caption
         records:   list of N Scene (objects with shape, colour, size, centre; relation), for evaluation
+        families:  None, or with role_twins a list of N scene indices (a scene and its twin share one)
         foils:     list of N dict kind -> false caption with the same words, in the item's language (built on
                    first use: training never needs them)
 
@@ -536,7 +563,7 @@ class ShapesDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, split: str = "train", lang: str = "en", image_size: int = 32, num_images: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, role_twins: bool = False):
         _check_split(split)
         _check_seed(seed)
         if lang not in LANGS:
@@ -546,13 +573,21 @@ class ShapesDataset(torch.utils.data.Dataset):
         if not _is_int(num_images) or num_images < 1:
             raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
 
+        if not isinstance(role_twins, bool):
+            raise ValueError(f"role_twins must be True or False, got {role_twins!r}")
         self.split, self.lang, self.image_size, self.seed = split, lang, int(image_size), seed
-        self.records = [generate_scene(split, seed, i) for i in range(num_images)]
+        scenes = [generate_scene(split, seed, i) for i in range(num_images)]
         if lang == "both":  # a separate random stream, so the scenes are the same whatever the language
             korean = np.random.default_rng([seed, _SPLIT_IDS[split], 1, 0]).random(num_images) < 0.5
-            self.languages = ["ko" if k else "en" for k in korean]
+            languages = ["ko" if k else "en" for k in korean]
         else:
-            self.languages = [lang] * num_images
+            languages = [lang] * num_images
+        self.families = None  # with role_twins: the index of the scene each item comes from
+        if role_twins:  # each scene followed by its twin, in the scene's language, until num_images items
+            twinned = [(k, scene, language) for k, (scene, language) in enumerate(zip(scenes, languages))
+                       for scene in (scene, role_twin(scene)) if scene is not None][:num_images]
+            self.families, scenes, languages = (list(column) for column in zip(*twinned))
+        self.records, self.languages = scenes, languages
         self.captions = [scene.caption(l) for scene, l in zip(self.records, self.languages)]
         self.images = torch.from_numpy(render_scenes(self.records, image_size))  # (N, S, S, 3) uint8
 

@@ -18,7 +18,7 @@ from matplotlib.path import Path
 from minclip import shapes
 from minclip.shapes import (BACKGROUND, COLOURS, HELD_OUT_COMBINATIONS, KOREAN, SHAPE_SDF, SHAPES, SIZES, Polygon,
                             Scene, SceneObject, ShapesDataset, box_sdf, generate_scene, polygon_sdf, render_scene,
-                            render_scenes)
+                            render_scenes, role_twin)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # An independent reading of English captions: parse them back into objects and a relation.
@@ -434,3 +434,54 @@ def test_bad_function_arguments():
         generate_scene("train", 0, -1)
     with pytest.raises(ValueError, match=r"split must be one of"):
         generate_scene("dev", 0, 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Role twins: hard negative images whose captions differ from the scene's only in word order.
+
+def test_role_twin_is_the_role_foil_drawn_with_the_same_objects_in_a_valid_layout(scenes):
+    twins = 0
+    for scene in scenes["train"][:1500]:
+        twin = role_twin(scene)
+        if scene.relation is None:
+            assert twin is None
+            continue
+        if twin is None:  # only when the swap changes no word: all objects alike
+            assert len({(o.shape, o.colour, o.size) for o in scene.objects}) < len(scene.objects)
+            continue
+        twins += 1
+        assert sorted(words(twin.caption())) == sorted(words(scene.caption())) and twin.caption() != scene.caption()
+        if len(scene.objects) == 2:  # the role foil (kept under "size" or "colour" when that swap reads the same)
+            assert twin.caption() == scene.foils().get("role", twin.caption()) and twin.caption() in scene.foils().values()
+        assert is_true(twin.caption(), twin) and not is_true(scene.caption(), twin)
+        assert sorted((o.shape, o.colour, o.size) for o in twin.objects) == \
+            sorted((o.shape, o.colour, o.size) for o in scene.objects)
+        for o in twin.objects:  # the layout stays valid: inside the image, boxes apart
+            assert 0 < o.x - o.radius and o.x + o.radius < 1 and 0 < o.y - o.radius and o.y + o.radius < 1
+        for a, b in combinations(twin.objects, 2):
+            assert abs(a.x - b.x) > a.radius + b.radius or abs(a.y - b.y) > a.radius + b.radius
+        assert not stated_pairs(twin.caption()) & set(HELD_OUT_COMBINATIONS)  # twins of training scenes stay in train
+    assert twins > 1000
+
+
+def test_role_twins_dataset_keeps_each_scene_beside_its_twin():
+    plain = ShapesDataset("train", lang="both", image_size=24, num_images=40)
+    twinned = ShapesDataset("train", lang="both", image_size=24, num_images=41, role_twins=True)
+    assert plain.families is None and len(twinned) == 41
+    families = twinned.families
+    assert families[0] == 0 and all(b - a in (0, 1) for a, b in zip(families, families[1:]))
+    for k in sorted(set(families)):
+        members = [i for i, family in enumerate(families) if family == k]
+        assert twinned.records[members[0]] == plain.records[k] and twinned.languages[members[0]] == plain.languages[k]
+        if len(members) == 2:  # the twin: its caption, its language, its own drawing
+            first, second = members
+            assert twinned.records[second] == role_twin(plain.records[k])
+            assert twinned.captions[second] == role_twin(plain.records[k]).caption(plain.languages[k])
+            assert twinned.languages[second] == twinned.languages[first]
+            assert torch.equal(twinned.images[second], torch.from_numpy(render_scene(twinned.records[second], 24)))
+        else:
+            assert len(members) == 1 and (role_twin(plain.records[k]) is None or members[0] == 40)
+    shorter = ShapesDataset("train", image_size=24, num_images=20, role_twins=True)
+    assert shorter.captions == ShapesDataset("train", image_size=24, num_images=41, role_twins=True).captions[:20]
+    with pytest.raises(ValueError, match="role_twins must be True or False, got 'yes'"):
+        ShapesDataset("train", num_images=4, role_twins="yes")
