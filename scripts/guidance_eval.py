@@ -3,6 +3,8 @@ docs/guidance.md quotes and write them to runs/12_guidance/results.json.
 
     python scripts/guidance_eval.py            # trains the three models first if runs/ lacks them (about 20 min)
     python scripts/guidance_eval.py --quick    # a few captions only, to check that everything runs
+    python scripts/guidance_eval.py --shapes-model runs/hardneg/shapes-36ep-hard-family-seed0/checkpoint.pt
+                                               # reranking and guidance only, judged by another shapes model
 
 The models (trained here with one thread if missing, reused otherwise; notebook 12 reuses the same folders):
     runs/12_shapes        the tiny preset on the shapes set, 12 epochs (python -m minclip train --data shapes ...)
@@ -22,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+import minclip  # noqa: E402
 from minclip import guidance  # noqa: E402
 from minclip.data import EmojiDataset  # noqa: E402
 from minclip.shapes import generate_scene  # noqa: E402
@@ -47,12 +50,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few captions per part")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shapes-model", type=Path, default=None,
+                        help="a shapes checkpoint to judge reranking and guidance with (instead of runs/12_shapes); "
+                             "the pixel-prior part is skipped and the results go to results_<folder>.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
     results = {"machine": f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"}
 
-    shapes_model, shapes_tokenizer = trained("12_shapes")
+    if args.shapes_model is None:
+        shapes_model, shapes_tokenizer = trained("12_shapes")
+    else:
+        shapes_model, _, shapes_tokenizer = minclip.load(args.shapes_model)
+        shapes_model.eval()
+        results["shapes_model"] = str(args.shapes_model)
     count = 8 if args.quick else RERANK_CAPTIONS
     captions = [generate_scene("test", 0, i).caption() for i in range(count)]
     results["rerank"] = guidance.rerank_curve(shapes_model, shapes_tokenizer, captions)
@@ -74,6 +85,8 @@ def main(argv=None) -> int:
     print(f"guidance: exact {results['guide']['exact']:.1%}, objects right {results['guide']['objects']:.1%} "
           f"of {len(rows)} held-out captions", flush=True)
 
+    if args.shapes_model is not None:  # another judge: the pixel-prior part (emoji models) does not change
+        return write(results, start, f"results_{args.shapes_model.parent.name}.json")
     a, a_tokenizer = trained("12_emoji_seed0")
     b, b_tokenizer = trained("12_emoji_seed1")
     emoji = EmojiDataset("all", captions="eval")
@@ -89,8 +102,12 @@ def main(argv=None) -> int:
     results["prior_mean"] = mean
     print("mean cosine, model A (optimised for) / model B (seed 1):",
           {k: f"{v[0]:.3f}/{v[1]:.3f}" for k, v in mean.items()})
+    return write(results, start, "results_quick.json" if args.quick else "results.json")
+
+
+def write(results: dict, start: float, name: str) -> int:
     results["seconds"] = time.time() - start
-    out = ROOT / "runs" / "12_guidance" / ("results_quick.json" if args.quick else "results.json")
+    out = ROOT / "runs" / "12_guidance" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"{results['seconds']:.0f} s; wrote {out.relative_to(ROOT)}")
