@@ -62,7 +62,7 @@ def run_copy(folder: Path, files, code: str, inputs: dict, module: str, destinat
 # Importing a model module loads only torch and the model files.
 
 NOT_FOR_MODELS = ("minclip.train", "minclip.data", "minclip.evaluate", "minclip.plots", "minclip.shapes",
-                  "minclip.bench", "minclip.interpret", "minclip.diagrams", "numpy", "tqdm", "matplotlib")
+                  "minclip.interpret", "minclip.diagrams", "numpy", "tqdm", "matplotlib")
 
 
 @pytest.mark.parametrize("module", ["minclip.model", "minclip.attention", "minclip.loss", "minclip.tokenizer"])
