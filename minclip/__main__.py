@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args) -> int:
     from . import plots
     from .evaluate import format_report
-    from .train import DATASETS, TrainConfig, check_output_folder, read_checkpoint, train
+    from .checkpoint import read_checkpoint
+    from .data import DATASETS
+    from .train import TrainConfig, check_output_folder, train
 
     temperature = args.fixed_temperature
     if temperature is not None and not (math.isfinite(temperature) and temperature >= 0.01):
@@ -317,7 +319,8 @@ def _shown(name: str, value) -> str:
 def _eval(args) -> int:
     from .evaluate import format_report, heldout_report
     from .preprocess import CLIPPreprocess
-    from .train import is_openai_file, load, read_checkpoint, unseen_artists
+    from .checkpoint import is_openai_file, load, read_checkpoint
+    from .train import unseen_artists
 
     model, preprocess, tokenizer = load(args.checkpoint)
     if isinstance(preprocess, CLIPPreprocess) and is_openai_file(args.checkpoint):
@@ -352,7 +355,7 @@ def _search(args) -> int:
     from . import plots
     from .data import EmojiDataset
     from .evaluate import encode_images
-    from .train import load
+    from .checkpoint import load
 
     if not args.query.strip():
         raise UsageError("the query is empty; give a text such as \"red heart\"")
@@ -481,7 +484,7 @@ def _classify(args) -> int:
 
     from .evaluate import EMOJI_TEMPLATES, PHOTO_TEMPLATES, encode_images, zero_shot_classifier
     from .preprocess import CLIPPreprocess
-    from .train import load, read_checkpoint
+    from .checkpoint import load, read_checkpoint
 
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     if len(labels) < 2:
@@ -536,7 +539,7 @@ def _classify(args) -> int:
 def _export(args) -> int:
     import torch
 
-    from .train import load
+    from .checkpoint import load
 
     model, _, _ = load(args.checkpoint)
     out = Path(args.out)
@@ -567,7 +570,7 @@ def _export(args) -> int:
 
 def _tokenize(args) -> int:
     from .tokenizer import BPETokenizer
-    from .train import load
+    from .checkpoint import load
 
     tokenizer = load(args.checkpoint)[2] if args.checkpoint else BPETokenizer.openai()
     ids = tokenizer.encode(args.text)
@@ -580,7 +583,7 @@ def _tokenize(args) -> int:
 def _generate(args) -> int:
     from . import plots
     from .guidance import guide, matches, parse_caption, render, to_uint8
-    from .train import load
+    from .checkpoint import load
 
     parse_caption(args.caption)  # a caption the shapes set can say, before the model is loaded
     if args.steps < 1 or args.restarts < 1:

@@ -44,6 +44,7 @@ SHIPPED_SIZE = 64  # images_64.npz holds (N, 64, 64, 3); smaller sizes are made 
 # images_64.npz), for training on some and testing on an unseen one. fluent and fluent_color are two styles of one
 # design (Microsoft's Fluent Emoji): hold both out together when testing on an unseen artist.
 ARTISTS = ("noto", "openmoji", "fluent", "fluent_color", "emojione")
+DATASETS = ("emoji", "shapes")  # the shipped sets (emoji here, shapes in shapes.py); any other data is a path
 SPLITS = ("train", "val", "test", "all")
 LANGS = ("en", "ko", "both")
 
