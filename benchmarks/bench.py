@@ -79,10 +79,11 @@ from minclip.attention import IMPLEMENTATIONS  # noqa: E402 (after the path is s
 from minclip.data import DistinctBatchSampler, augment, to_model_input  # noqa: E402
 from minclip.flops import matmul_flops, matmul_peak, synchronize  # noqa: E402
 from minclip.model import CLIP, PRESETS, CLIPConfig  # noqa: E402
+from minclip.processes import pick_device  # noqa: E402
 from minclip.text import first_eot_index, trim_padding  # noqa: E402
 from minclip.tokenizer import BPETokenizer  # noqa: E402
 from minclip.train import (PRECISIONS, TrainConfig, build_model, epoch_captions, load_pairs,  # noqa: E402
-                           make_autocast, make_optimizer, pick_device, step_generator, tokenizer_corpus, train_step)
+                           make_autocast, make_optimizer, step_generator, tokenizer_corpus, train_step)
 from tests.references import openai_clip_model  # noqa: E402
 
 # The shapes of the reference measurements (OpenAI's code on a 2-core CPU): a width-128 ViT CLIP with 4 + 4

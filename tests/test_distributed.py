@@ -24,7 +24,8 @@ train_module = importlib.import_module("minclip.train")  # the module (minclip.t
 from minclip.loss import SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE
 from minclip.model import CLIP, CLIPConfig
 from minclip.checkpoint import read_checkpoint
-from minclip.train import Processes, TrainConfig, Towers, parameter_groups, start_processes, train, train_step
+from minclip.processes import Processes, start_processes
+from minclip.train import TrainConfig, Towers, parameter_groups, train, train_step
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="needs torch.distributed with gloo")
