@@ -10,7 +10,8 @@ What CLIP's paper (Radford et al., 2021, section 2.5) trains with, scaled down t
 
 The shipped sets are prepared as tensors up front (the emoji set is a few MB), so a step is pure tensor work; your own
 data (`data` = a path: CSV/TSV, JSONL, a folder, tar shards) is read from disk step by step by minclip.captioned,
-each process reading only its share. Every random choice (batch order, caption templates, augmentation) comes from generators seeded by (seed, epoch) or
+each process reading only its share (`ShippedPairs` and `OwnPairs` give the loop the same batches either way). Every
+random choice (batch order, caption templates, augmentation) comes from generators seeded by (seed, epoch) or
 (seed, step): resuming from a checkpoint therefore replays exactly the run that was interrupted.
 
 The loss is CLIP's InfoNCE (`loss="clip"`) or SigLIP's pairwise sigmoid (`loss="siglip"`, Zhai et al., 2023), which
@@ -24,11 +25,15 @@ every epoch (and every `save_every_minutes`, and when Ctrl-C or SIGTERM stops a 
 Several processes (`torchrun --nproc_per_node=N -m minclip train`) train one model together, on N GPUs (NCCL) or N
 CPU processes (gloo): each encodes its slice of every global batch, the loss gathers all features and is that of the
 global batch, and PyTorch's DistributedDataParallel averages the gradients, so the run is the single-process run with
-the work shared (tested to float precision). Rank 0 alone shows progress, evaluates and writes files.
+the work shared (tested to float precision). Rank 0 alone shows progress, evaluates and writes files; the process
+plumbing lives in minclip/processes.py.
+
+Reading order: `TrainConfig`; the set-up helpers (optimiser, schedule); the data sources; `train_step`; then `train`,
+the loop itself, top to bottom, and the small helpers it names.
 
 How it fits: model.py builds the model, tokenizer.py learns the vocabulary, data.py / shapes.py / captioned.py give
-the pairs,
-loss.py the objective, evaluate.py the held-out report; `python -m minclip train` (__main__.py) calls `train`.
+the pairs, loss.py the objective, evaluate.py the held-out report, checkpoint.py the files;
+`python -m minclip train` (__main__.py) calls `train`.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ class TrainConfig:
     data: str = "emoji"  # "emoji" (the shipped bilingual set), "shapes" (procedural), or a path to your own pairs
     lang: str = "en"  # caption language: "en", "ko" or "both"
     artists: tuple[str, ...] = ("noto",)  # emoji: whose drawings to train on (data.ARTISTS); the others are unseen
-    epochs: int = 44  # passes over the training split (44 fit the 5-minute CPU budget of the main job: 227 s)
+    epochs: int = 44  # passes over the training split (44 fit the main job's 5-minute CPU budget; README)
     batch_size: int = 128  # pairs per step (over all processes); every other pair in the batch is a negative
     loss: str = "clip"  # "clip": InfoNCE, a softmax over the batch; "siglip": a sigmoid per pair, with a learned bias
     lr: float = 1e-3  # peak learning rate, reached after the warm-up
@@ -211,8 +216,8 @@ def make_autocast(precision: str, device: torch.device):
 
     bf16 keeps float32's exponent range (no loss scaling needed) with 8 bits of mantissa; the weights, gradients and
     optimiser stay float32. On GPUs it is the default. On CPUs with bf16 matrix units (Intel AMX: Sapphire Rapids and
-    later) it is an option: there a bf16 product runs about 8x faster than a float32 one; CPUs without bf16 matrix
-    units emulate or convert it and can be slower than in float32."""
+    later) it is an option, much faster there (docs/speed.md); CPUs without bf16 matrix units emulate or convert it
+    and can be slower than in float32."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return None
@@ -247,8 +252,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig, fused: bool | None = N
 
     On the CPU and CUDA it is PyTorch's fused AdamW (`fused=None` picks it where it exists): one pass over each
     parameter instead of about eight element-wise operations, each reading and writing the whole tensor (on the CPU
-    the unfused default even loops parameter by parameter). Same update up to float rounding; 3x faster here (`tiny`:
-    3 ms instead of 10 per step). `fused=False` gives PyTorch's default implementation (the benchmark's baseline)."""
+    the unfused default even loops parameter by parameter). Same update up to float rounding, in a third of the
+    time (docs/speed.md). `fused=False` gives PyTorch's default implementation (the benchmark's baseline)."""
     groups = parameter_groups(model, config.weight_decay)
     if fused is None:
         devices = {p.device.type for group in groups for p in group["params"]}
