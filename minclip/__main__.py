@@ -31,8 +31,6 @@ import sys
 import warnings
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
-
 
 class UsageError(Exception):
     """A problem with the user's input, reported as one line."""
@@ -430,6 +428,8 @@ def _read_image_folder(folder: Path, size: int = 64, crop: bool = False):
     import torch
     from PIL import Image
 
+    from .captioned import IMAGE_SUFFIXES
+
     if not folder.is_dir():
         raise UsageError(f"--images {folder} is not a folder")
     images, names, unreadable = [], [], []
@@ -443,7 +443,7 @@ def _read_image_folder(folder: Path, size: int = 64, crop: bool = False):
             print(f"warning: skipping {path.name}: too large to decode safely ({error})", file=sys.stderr)
             unreadable.append(path.name)
         except (OSError, ValueError, EOFError, SyntaxError) as error:  # what PIL raises for undecodable files
-            looks_like_image = path.suffix.lower() in IMAGE_SUFFIXES
+            looks_like_image = path.suffix.lower().lstrip(".") in IMAGE_SUFFIXES
             print(f"warning: skipping {path.name}: " + (f"could not be decoded ({type(error).__name__}: {error})"
                                                         if looks_like_image else "not an image file"),
                   file=sys.stderr)
@@ -454,7 +454,7 @@ def _read_image_folder(folder: Path, size: int = 64, crop: bool = False):
         raise UsageError(f"none of the {len(unreadable)} image files in {folder} could be read ({shown}): damaged, "
                          "too large or not images")
     if not images:
-        raise UsageError(f"no image files in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise UsageError(f"no image files in {folder} (looked for {', '.join('.' + s for s in IMAGE_SUFFIXES)})")
     return torch.from_numpy(np.stack(images)), names
 
 
