@@ -76,13 +76,13 @@ if str(ROOT) not in sys.path:  # run as a script: time the checkout's minclip; l
     sys.path.insert(0, str(ROOT))
 
 from minclip.attention import IMPLEMENTATIONS  # noqa: E402 (after the path is set)
-from minclip.data import DistinctBatchSampler, augment, to_model_input  # noqa: E402
+from minclip.data import SHIPPED_SIZE, DistinctBatchSampler, augment, to_model_input  # noqa: E402
 from minclip.flops import matmul_flops, matmul_peak, synchronize  # noqa: E402
 from minclip.model import CLIP, PRESETS, CLIPConfig  # noqa: E402
 from minclip.processes import pick_device  # noqa: E402
 from minclip.text import first_eot_index, trim_padding  # noqa: E402
 from minclip.tokenizer import BPETokenizer  # noqa: E402
-from minclip.train import (PRECISIONS, TrainConfig, build_model, epoch_captions, load_pairs,  # noqa: E402
+from minclip.train import (PRECISIONS, TrainConfig, build_model, load_pairs,  # noqa: E402
                            make_autocast, make_optimizer, step_generator, tokenizer_corpus, train_step)
 from tests.references import openai_clip_model  # noqa: E402
 
@@ -102,7 +102,6 @@ REFERENCE_SHAPES.update({f"ref{width}": {**REFERENCE_SHAPES["ref128"], "embed_di
                                           "text_width": width, "vision_heads": width // 64, "text_heads": width // 64}
                          for width in (256, 512)})
 CONFIG_NAMES = [*PRESETS, *REFERENCE_SHAPES]
-SHIPPED_IMAGE_SIZE = 64  # the emoji set's largest size; larger models get random pixels
 OPENAI_INSTALL = "pip install --no-deps clip-anytorch==2.6.0"
 
 
@@ -172,11 +171,11 @@ class EmojiBatches:
 
     def __init__(self, image_size: int, context_length: int, batch_size: int, tokenizer: BPETokenizer,
                  device: torch.device, seed: int = 0, clock=time.perf_counter):
-        self.dataset = load_pairs("emoji", "train", "en", min(image_size, SHIPPED_IMAGE_SIZE), seed)
-        self.random_pixels = image_size > SHIPPED_IMAGE_SIZE
+        self.dataset = load_pairs("emoji", "train", "en", min(image_size, SHIPPED_SIZE), seed)
+        self.random_pixels = image_size > SHIPPED_SIZE  # the emoji set has no larger images
         self.image_size, self.context_length, self.batch_size = image_size, context_length, batch_size
         self.tokenizer, self.device, self.seed, self.clock = tokenizer, device, seed, clock
-        self.sampler = DistinctBatchSampler(lambda epoch: epoch_captions(self.dataset, epoch), batch_size,
+        self.sampler = DistinctBatchSampler(self.dataset.epoch_captions, batch_size,
                                             groups=self.dataset.duplicate_groups, drop_last=True, seed=seed)
         self.steps_per_epoch = len(self.sampler.batches(0))
         if self.steps_per_epoch == 0:
@@ -186,7 +185,7 @@ class EmojiBatches:
 
     def _start_epoch(self, epoch: int) -> None:
         start = self.clock()
-        self.captions = epoch_captions(self.dataset, epoch)
+        self.captions = self.dataset.epoch_captions(epoch)
         self.tokens = self.tokenizer.tokenize(self.captions, self.context_length, truncate=True)  # (N, T)
         self.batches = self.sampler.batches(epoch)
         self.epoch = epoch
@@ -218,7 +217,7 @@ class EmojiBatches:
 @functools.cache
 def emoji_tokenizer() -> BPETokenizer:
     """The BPE tokenizer ``python -m minclip train`` learns: the training captions, the default vocabulary size."""
-    train_set = load_pairs("emoji", "train", "en", SHIPPED_IMAGE_SIZE, seed=TrainConfig().seed)
+    train_set = load_pairs("emoji", "train", "en", SHIPPED_SIZE, seed=TrainConfig().seed)
     return BPETokenizer.train(tokenizer_corpus(train_set), TrainConfig().vocab_size)
 
 

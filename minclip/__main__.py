@@ -194,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args) -> int:
     from . import plots
-    from .evaluate import format_report
     from .checkpoint import read_checkpoint
     from .data import DATASETS
+    from .evaluate import format_report
     from .train import TrainConfig, check_output_folder, train
 
     temperature = args.fixed_temperature
@@ -315,9 +315,9 @@ def _shown(name: str, value) -> str:
 
 
 def _eval(args) -> int:
+    from .checkpoint import is_openai_file, load, read_checkpoint
     from .evaluate import format_report, heldout_report
     from .preprocess import CLIPPreprocess
-    from .checkpoint import is_openai_file, load, read_checkpoint
     from .train import unseen_artists
 
     model, preprocess, tokenizer = load(args.checkpoint)
@@ -351,9 +351,9 @@ def _search(args) -> int:
     import torch
 
     from . import plots
+    from .checkpoint import load
     from .data import EmojiDataset
     from .evaluate import encode_images
-    from .checkpoint import load
 
     if not args.query.strip():
         raise UsageError("the query is empty; give a text such as \"red heart\"")
@@ -365,7 +365,7 @@ def _search(args) -> int:
     if args.images:
         images, names = _read_image_folder(Path(args.images), *_reading(model, preprocess))
     else:
-        emoji = EmojiDataset("all", image_size=64, captions="eval")
+        emoji = EmojiDataset("all", captions="eval")  # at the shipped size
         images, names = emoji.images, [record["name_en"] for record in emoji.records]
     image_features = encode_images(model, images, preprocess=preprocess)  # (N, E), unit length
     with torch.no_grad():
@@ -415,12 +415,13 @@ def _writable_file(path: Path, option: str) -> Path:
 def _reading(model, preprocess) -> tuple[int, bool]:
     """How to read image files for `model`: (size, crop). OpenAI's weights: at their input size, shorter side resized
     and centre-cropped as their preprocess does; minclip's: 64 x 64, the whole image, as the shipped emoji."""
+    from .data import SHIPPED_SIZE
     from .preprocess import CLIPPreprocess
 
-    return (model.config.image_size, True) if isinstance(preprocess, CLIPPreprocess) else (64, False)
+    return (model.config.image_size, True) if isinstance(preprocess, CLIPPreprocess) else (SHIPPED_SIZE, False)
 
 
-def _read_image_folder(folder: Path, size: int = 64, crop: bool = False):
+def _read_image_folder(folder: Path, size: int, crop: bool = False):
     """uint8 (N, size, size, 3) images from the image files in `folder` (read by `_read_image`); other files, files
     that fail to decode and images too large to decode safely (PIL's guard against decompression bombs) are skipped
     with a warning."""
@@ -458,7 +459,7 @@ def _read_image_folder(folder: Path, size: int = 64, crop: bool = False):
     return torch.from_numpy(np.stack(images)), names
 
 
-def _read_image(path: Path, size: int = 64, crop: bool = False):
+def _read_image(path: Path, size: int, crop: bool = False):
     """One image file as uint8 (size, size, 3), transparent parts white; PIL's decompression-bomb warning is an error.
 
     The whole image is resized to a square, or with `crop` its shorter side is resized and the centre kept
@@ -482,9 +483,9 @@ def _read_image(path: Path, size: int = 64, crop: bool = False):
 def _classify(args) -> int:
     import torch
 
+    from .checkpoint import load, read_checkpoint
     from .evaluate import EMOJI_TEMPLATES, PHOTO_TEMPLATES, encode_images, zero_shot_classifier
     from .preprocess import CLIPPreprocess
-    from .checkpoint import load, read_checkpoint
 
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     if len(labels) < 2:
@@ -569,8 +570,8 @@ def _export(args) -> int:
 
 
 def _tokenize(args) -> int:
-    from .tokenizer import BPETokenizer
     from .checkpoint import load
+    from .tokenizer import BPETokenizer
 
     tokenizer = load(args.checkpoint)[2] if args.checkpoint else BPETokenizer.openai()
     ids = tokenizer.encode(args.text)
@@ -582,8 +583,8 @@ def _tokenize(args) -> int:
 
 def _generate(args) -> int:
     from . import plots
-    from .guidance import guide, matches, parse_caption, render, to_uint8
     from .checkpoint import load
+    from .guidance import guide, matches, parse_caption, render, to_uint8
 
     parse_caption(args.caption)  # a caption the shapes set can say, before the model is loaded
     if args.steps < 1 or args.restarts < 1:

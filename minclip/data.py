@@ -41,8 +41,10 @@ SHIPPED_SIZE = 64  # images_64.npz holds (N, 64, 64, 3); smaller sizes are made 
 # design (Microsoft's Fluent Emoji): hold both out together when testing on an unseen artist.
 ARTISTS = ("noto", "openmoji", "fluent", "fluent_color", "emojione")
 DATASETS = ("emoji", "shapes")  # the shipped sets (emoji here, shapes in shapes.py); any other data is a path
-SPLITS = ("train", "val", "test", "all")
-LANGS = ("en", "ko", "both")
+SPLITS = ("train", "val", "test")  # the splits of both shipped sets (the emoji set can also be read whole: "all")
+EMOJI_SPLITS = (*SPLITS, "all")
+CAPTION_LANGS = ("en", "ko")  # the languages every shipped caption is written in
+LANGS = (*CAPTION_LANGS, "both")  # a data set's `lang`: one of them, or both (a language per image and epoch)
 
 # OpenAI CLIP's per-channel statistics of its training images (RGB, on a 0..1 scale). The emoji set's own are
 # mean (0.80, 0.75, 0.71), std (0.30, 0.30, 0.35) (white backgrounds), so its inputs centre near +1.2 rather than 0;
@@ -271,8 +273,8 @@ class EmojiDataset(Dataset):
     def __init__(self, split: str = "train", lang: str = "en", image_size: int = SHIPPED_SIZE,
                  captions: str = "train", seed: int = 0, root: str | Path | None = None,
                  artists: Sequence[str] = ("noto",)):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split not in EMOJI_SPLITS:
+            raise ValueError(f"split must be one of {EMOJI_SPLITS}, got {split!r}")
         if lang not in LANGS:
             raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
         if captions not in ("train", "eval"):
@@ -360,12 +362,16 @@ class EmojiDataset(Dataset):
             return record[f"name_{self.lang}"]
         epoch = self.epoch if epoch is None else epoch
         rng = random.Random(f"{self.seed}:{epoch}:{record['index']}")  # the same image gets the same caption
-        lang = self.lang if self.lang != "both" else rng.choice(("en", "ko"))
+        lang = self.lang if self.lang != "both" else rng.choice(CAPTION_LANGS)
         return make_caption(record, lang, rng)
 
     def captions(self, epoch: int | None = None) -> list[str]:
         """All captions of the split at `epoch` (default: the current one), in item order."""
         return [self.caption(i, epoch) for i in range(len(self))]
+
+    def epoch_captions(self, epoch: int | None = None) -> list[str]:
+        """`captions(epoch)`: the name both shipped data sets answer to (the shapes set's are the same every epoch)."""
+        return self.captions(epoch)
 
 
 # --------------------------------------------------------------------------------------------- model input

@@ -43,6 +43,8 @@ from itertools import combinations
 import numpy as np
 import torch
 
+from .data import CAPTION_LANGS, LANGS, SPLITS
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Vocabulary: attribute names (English keys) with their Korean words and RGB colours.
 
@@ -74,8 +76,6 @@ _RELATION_EN = {"left of": "to the left of", "right of": "to the right of", "abo
 _RELATION_KO = {"left of": "왼쪽에", "right of": "오른쪽에", "above": "위에", "below": "아래에"}  # "B 위에 A": A above B
 _LIST_KO = {"left to right": "왼쪽부터 차례로", "top to bottom": "위에서부터 차례로"}
 
-SPLITS = ("train", "val", "test")
-LANGS = ("en", "ko", "both")
 DEFAULT_NUM_IMAGES = {"train": 10_000, "val": 1_000, "test": 1_000}
 MIN_IMAGE_SIZE = 24  # below this a small shape is under 5 pixels wide and no longer recognisable
 
@@ -158,7 +158,7 @@ class Scene:
 
     def caption(self, lang: str = "en") -> str:
         """The caption in English ('en') or Korean ('ko')."""
-        if lang not in ("en", "ko"):
+        if lang not in CAPTION_LANGS:
             raise ValueError(f"lang must be 'en' or 'ko' for one caption, got {lang!r}")
         words = [obj.describe(lang) for obj in self.objects]
         if self.relation is None:
@@ -559,6 +559,14 @@ class ShapesDataset(torch.utils.data.Dataset):
     @functools.cached_property
     def foils(self) -> list[dict[str, str]]:
         return [scene.foils(lang) for scene, lang in zip(self.records, self.languages)]
+
+    def epoch_captions(self, epoch: int | None = None) -> list[str]:
+        """Every item's caption: the same at every epoch (the emoji set draws its training captions per epoch)."""
+        return list(self.captions)
+
+    def epoch_images(self, epoch: int | None = None) -> torch.Tensor:
+        """uint8 (N, S, S, 3): every item's image, the same at every epoch."""
+        return self.images
 
     def __len__(self) -> int:
         return len(self.captions)

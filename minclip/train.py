@@ -58,7 +58,7 @@ from tqdm import tqdm  # text bars: they work in terminals and notebooks alike
 from .captioned import CaptionedData
 from .checkpoint import (first_line, model_from_checkpoint, read_checkpoint, save_checkpoint, set_rng_state,
                          training_state)
-from .data import ARTISTS, DATASETS, DistinctBatchSampler, EmojiDataset, augment, to_model_input
+from .data import ARTISTS, DATASETS, LANGS, DistinctBatchSampler, EmojiDataset, augment, to_model_input
 from .evaluate import heldout_report, retrieval_evaluate
 from .foils import batch_foils, epoch_foils
 from .loss import SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE, distributed_clip_loss, distributed_siglip_loss
@@ -116,7 +116,7 @@ class TrainConfig:
         if not isinstance(self.data, str) or not self.data.strip():
             raise ValueError(f"data must be one of {DATASETS} or the path of your own data set, got {self.data!r}")
         self._check_own_data_options()
-        if self.lang not in ("en", "ko", "both"):
+        if self.lang not in LANGS:
             raise ValueError(f"lang must be 'en', 'ko' or 'both', got {self.lang!r}")
         self.artists = tuple(self.artists)  # JSON round trips (checkpoints) turn tuples into lists
         if not self.artists or len(set(self.artists)) != len(self.artists) or not set(self.artists) <= set(ARTISTS):
@@ -289,18 +289,6 @@ def load_pairs(data: str, split: str, lang: str, image_size: int, seed: int, cap
     return ShapesDataset(split, lang=lang, image_size=image_size, seed=seed)
 
 
-def epoch_captions(dataset, epoch: int) -> list[str]:
-    """The captions of every item at `epoch` (emoji captions are drawn per epoch; shapes captions are fixed)."""
-    captions = dataset.captions
-    return list(captions(epoch)) if callable(captions) else list(captions)
-
-
-def epoch_images(dataset, epoch: int) -> torch.Tensor:
-    """The image of every item at `epoch`, uint8 (N, S, S, 3): emoji drawn by several artists show one drawing per
-    item and epoch; a dataset without `epoch_images` (shapes) has fixed images."""
-    return dataset.epoch_images(epoch) if hasattr(dataset, "epoch_images") else dataset.images
-
-
 def unseen_artists(data: str, artists) -> tuple[str, ...]:
     """The shipped artists a run on `data` with `artists` did not train on, tested by its report (none for shapes)."""
     return tuple(artist for artist in ARTISTS if artist not in artists) if data == "emoji" else ()
@@ -310,7 +298,7 @@ def tokenizer_corpus(dataset, epochs: int = 4) -> list[str]:
     """Texts to learn the vocabulary from: the training captions of a few epochs (templates, names, keywords)."""
     texts = []
     for epoch in range(epochs):
-        texts += epoch_captions(dataset, epoch)
+        texts += dataset.epoch_captions(epoch)
     return texts
 
 
@@ -334,7 +322,7 @@ class ShippedPairs:
                                     artists=config.artists)
         families = [record["family"] for record in self.train_set.records] \
             if config.family_batches and config.data == "emoji" else None
-        self.sampler = DistinctBatchSampler(lambda epoch: epoch_captions(self.train_set, epoch), config.batch_size,
+        self.sampler = DistinctBatchSampler(self.train_set.epoch_captions, config.batch_size,
                                             groups=getattr(self.train_set, "duplicate_groups", None), drop_last=True,
                                             seed=config.seed, families=families)
         self.steps_per_epoch = len(self.sampler.batches(0))
@@ -347,9 +335,9 @@ class ShippedPairs:
                 device: torch.device) -> Iterator[Batch]:
         """The batches of `epoch` from its `position`-th on."""
         config = self.config
-        captions = epoch_captions(self.train_set, epoch)
+        captions = self.train_set.epoch_captions(epoch)
         tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
-        images_all = epoch_images(self.train_set, epoch)  # (N, S, S, 3) uint8: this epoch's drawings
+        images_all = self.train_set.epoch_images(epoch)  # (N, S, S, 3) uint8: this epoch's drawings
         foils = epoch_foils(self.train_set, epoch) if config.hard_negatives else None  # one per item, or None
         foil_tokens_all = None if foils is None else \
             tokenizer.tokenize([foil or "" for foil in foils], context_length, truncate=True)  # (N, T)
@@ -817,7 +805,7 @@ def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig
     """Recall@1 and @5 on the validation split: each plain-name caption against every validation image."""
     lang = "en" if config.lang == "both" else config.lang
     val = load_pairs(config.data, "val", lang, image_size, config.seed, captions="eval")
-    captions = epoch_captions(val, 0)
+    captions = val.epoch_captions(0)
     result = retrieval_evaluate(model, tokenizer, to_model_input(val.images), captions, list(range(len(captions))),
                                 ks=(1, 5))
     return {f"{direction}_R@{k}": result[direction][f"R@{k}"]
