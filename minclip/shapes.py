@@ -33,10 +33,8 @@ one): augmentation must not flip these images, or must swap the words too (see m
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
-import time
 from dataclasses import dataclass, replace
 from itertools import combinations
 
@@ -573,27 +571,3 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         return self.images[index], self.captions[index]
-
-
-def _benchmark(argv: list[str] | None = None) -> None:
-    """python -m minclip.shapes [--image-size 32] [--num-images 5000]: images per second, and a few captions."""
-    import os
-    import platform
-
-    parser = argparse.ArgumentParser(description=_benchmark.__doc__)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--num-images", type=int, default=5000)
-    args = parser.parse_args(argv)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    dataset = ShapesDataset("train", "both", args.image_size, args.num_images)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    n = args.num_images
-    print(f"{n} scenes generated and rendered at {args.image_size}x{args.image_size}: {n / seconds:,.0f} images/s "
-          f"({seconds:.2f} s wall clock; {n / cpu_seconds:,.0f} per CPU second) in one process on {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}")
-    for caption in dataset.captions[:6]:
-        print("  ", caption)
-
-
-if __name__ == "__main__":
-    _benchmark()
