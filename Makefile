@@ -32,7 +32,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) -m minclip.bench --compare-openai
+	$(PY) benchmarks/bench.py --compare-openai
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -12,7 +12,7 @@ and image size it times
 
 Single-threaded by default (`--workers 0`, one torch thread), with the files in the page cache (they were just
 written): the cost of decoding on one core, which is what sets how many loader workers a GPU needs. Then a paper
-estimate: the matrix products of a ViT-B/32 step (minclip.bench.matmul_flops) at an assumed GPU throughput, and the
+estimate: the matrix products of a ViT-B/32 step (minclip.flops.matmul_flops) at an assumed GPU throughput, and the
 loader cores that would keep it fed.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_captioned.py            # ~10,000 pairs, a few minutes
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from minclip.bench import matmul_flops
+from minclip.flops import matmul_flops
 from minclip.captioned import CaptionedData
 from minclip.model import CLIPConfig
 

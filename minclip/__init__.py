@@ -16,15 +16,15 @@ from .tokenizer import BPETokenizer
 __version__ = "0.1.0"
 __all__ = ["CLIP", "CLIPConfig", "load_openai_checkpoint", "BPETokenizer", "clip_loss", "ClipLoss", "siglip_loss",
            "SigLipLoss", "TrainConfig", "train", "load"]
-_TRAIN_NAMES = ("TrainConfig", "train", "load")
+_LAZY_NAMES = {"TrainConfig": ".train", "train": ".train", "load": ".checkpoint"}  # name -> module that defines it
 
 
 def __getattr__(name):
     # Loaded on first use (PEP 562) so that importing a model module never loads training, data or evaluation code.
-    if name not in _TRAIN_NAMES:
+    if name not in _LAZY_NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    train_module = importlib.import_module(".train", __name__)
-    globals().update({each: getattr(train_module, each) for each in _TRAIN_NAMES})
+    module = importlib.import_module(_LAZY_NAMES[name], __name__)
+    globals()[name] = getattr(module, name)
     return globals()[name]
 
 

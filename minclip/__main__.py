@@ -31,8 +31,6 @@ import sys
 import warnings
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
-
 
 class UsageError(Exception):
     """A problem with the user's input, reported as one line."""
@@ -196,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args) -> int:
     from . import plots
+    from .checkpoint import read_checkpoint
+    from .data import DATASETS
     from .evaluate import format_report
-    from .train import DATASETS, TrainConfig, check_output_folder, read_checkpoint, train
+    from .train import TrainConfig, check_output_folder, train
 
     temperature = args.fixed_temperature
     if temperature is not None and not (math.isfinite(temperature) and temperature >= 0.01):
@@ -315,9 +315,10 @@ def _shown(name: str, value) -> str:
 
 
 def _eval(args) -> int:
+    from .checkpoint import is_openai_file, load, read_checkpoint
     from .evaluate import format_report, heldout_report
     from .preprocess import CLIPPreprocess
-    from .train import is_openai_file, load, read_checkpoint, unseen_artists
+    from .train import unseen_artists
 
     model, preprocess, tokenizer = load(args.checkpoint)
     if isinstance(preprocess, CLIPPreprocess) and is_openai_file(args.checkpoint):
@@ -350,9 +351,9 @@ def _search(args) -> int:
     import torch
 
     from . import plots
+    from .checkpoint import load
     from .data import EmojiDataset
     from .evaluate import encode_images
-    from .train import load
 
     if not args.query.strip():
         raise UsageError("the query is empty; give a text such as \"red heart\"")
@@ -364,7 +365,7 @@ def _search(args) -> int:
     if args.images:
         images, names = _read_image_folder(Path(args.images), *_reading(model, preprocess))
     else:
-        emoji = EmojiDataset("all", image_size=64, captions="eval")
+        emoji = EmojiDataset("all", captions="eval")  # at the shipped size
         images, names = emoji.images, [record["name_en"] for record in emoji.records]
     image_features = encode_images(model, images, preprocess=preprocess)  # (N, E), unit length
     with torch.no_grad():
@@ -414,18 +415,21 @@ def _writable_file(path: Path, option: str) -> Path:
 def _reading(model, preprocess) -> tuple[int, bool]:
     """How to read image files for `model`: (size, crop). OpenAI's weights: at their input size, shorter side resized
     and centre-cropped as their preprocess does; minclip's: 64 x 64, the whole image, as the shipped emoji."""
+    from .data import SHIPPED_SIZE
     from .preprocess import CLIPPreprocess
 
-    return (model.config.image_size, True) if isinstance(preprocess, CLIPPreprocess) else (64, False)
+    return (model.config.image_size, True) if isinstance(preprocess, CLIPPreprocess) else (SHIPPED_SIZE, False)
 
 
-def _read_image_folder(folder: Path, size: int = 64, crop: bool = False):
+def _read_image_folder(folder: Path, size: int, crop: bool = False):
     """uint8 (N, size, size, 3) images from the image files in `folder` (read by `_read_image`); other files, files
     that fail to decode and images too large to decode safely (PIL's guard against decompression bombs) are skipped
     with a warning."""
     import numpy as np
     import torch
     from PIL import Image
+
+    from .captioned import IMAGE_SUFFIXES
 
     if not folder.is_dir():
         raise UsageError(f"--images {folder} is not a folder")
@@ -440,7 +444,7 @@ def _read_image_folder(folder: Path, size: int = 64, crop: bool = False):
             print(f"warning: skipping {path.name}: too large to decode safely ({error})", file=sys.stderr)
             unreadable.append(path.name)
         except (OSError, ValueError, EOFError, SyntaxError) as error:  # what PIL raises for undecodable files
-            looks_like_image = path.suffix.lower() in IMAGE_SUFFIXES
+            looks_like_image = path.suffix.lower().lstrip(".") in IMAGE_SUFFIXES
             print(f"warning: skipping {path.name}: " + (f"could not be decoded ({type(error).__name__}: {error})"
                                                         if looks_like_image else "not an image file"),
                   file=sys.stderr)
@@ -451,11 +455,11 @@ def _read_image_folder(folder: Path, size: int = 64, crop: bool = False):
         raise UsageError(f"none of the {len(unreadable)} image files in {folder} could be read ({shown}): damaged, "
                          "too large or not images")
     if not images:
-        raise UsageError(f"no image files in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise UsageError(f"no image files in {folder} (looked for {', '.join('.' + s for s in IMAGE_SUFFIXES)})")
     return torch.from_numpy(np.stack(images)), names
 
 
-def _read_image(path: Path, size: int = 64, crop: bool = False):
+def _read_image(path: Path, size: int, crop: bool = False):
     """One image file as uint8 (size, size, 3), transparent parts white; PIL's decompression-bomb warning is an error.
 
     The whole image is resized to a square, or with `crop` its shorter side is resized and the centre kept
@@ -479,9 +483,9 @@ def _read_image(path: Path, size: int = 64, crop: bool = False):
 def _classify(args) -> int:
     import torch
 
+    from .checkpoint import load, read_checkpoint
     from .evaluate import EMOJI_TEMPLATES, PHOTO_TEMPLATES, encode_images, zero_shot_classifier
     from .preprocess import CLIPPreprocess
-    from .train import load, read_checkpoint
 
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     if len(labels) < 2:
@@ -536,7 +540,7 @@ def _classify(args) -> int:
 def _export(args) -> int:
     import torch
 
-    from .train import load
+    from .checkpoint import load
 
     model, _, _ = load(args.checkpoint)
     out = Path(args.out)
@@ -566,8 +570,8 @@ def _export(args) -> int:
 
 
 def _tokenize(args) -> int:
+    from .checkpoint import load
     from .tokenizer import BPETokenizer
-    from .train import load
 
     tokenizer = load(args.checkpoint)[2] if args.checkpoint else BPETokenizer.openai()
     ids = tokenizer.encode(args.text)
@@ -579,8 +583,8 @@ def _tokenize(args) -> int:
 
 def _generate(args) -> int:
     from . import plots
+    from .checkpoint import load
     from .guidance import guide, matches, parse_caption, render, to_uint8
-    from .train import load
 
     parse_caption(args.caption)  # a caption the shapes set can say, before the model is loaded
     if args.steps < 1 or args.restarts < 1:

@@ -60,7 +60,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from .data import DistinctBatchSampler, to_model_input
 from .preprocess import resize_and_crop
 
-IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")  # image files (also for `--images`)
 DEFAULT_KEYS = {"csv": ("filepath", "title"), "tsv": ("filepath", "title"), "jsonl": ("image", "caption")}
 TRAIN_VALUES = ("train",)  # split column values that train; HELD_OUT_VALUES are held out, anything else is an error
 HELD_OUT_VALUES = ("val", "valid", "validation", "test")

@@ -11,9 +11,7 @@ CLIP learns from (image, caption) pairs. minclip ships a real, small set in `dat
                           with several artists, each emoji shows one of its drawings per epoch
     to_model_input        uint8 (N, H, W, 3) -> normalised float (N, 3, H, W), what the vision tower takes
     augment               random small shifts and mirror images that never contradict the caption
-    Collate               a DataLoader collate_fn: augment, normalise, tokenise -> (images, tokens)
     DistinctBatchSampler  batches in which no caption and no image appears twice (no false negatives)
-    show_gallery          images with their captions in a matplotlib grid, Korean included
 
 Everything after `EmojiDataset` works for any dataset that returns (uint8 image (H, W, 3), caption str), such as
 `minclip.shapes`. Normalisation uses OpenAI CLIP's channel mean and std (clip/clip.py `_transform`) so that the same
@@ -28,8 +26,6 @@ import hashlib
 import json
 import random
 import re
-import textwrap
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -44,13 +40,16 @@ SHIPPED_SIZE = 64  # images_64.npz holds (N, 64, 64, 3); smaller sizes are made 
 # images_64.npz), for training on some and testing on an unseen one. fluent and fluent_color are two styles of one
 # design (Microsoft's Fluent Emoji): hold both out together when testing on an unseen artist.
 ARTISTS = ("noto", "openmoji", "fluent", "fluent_color", "emojione")
-SPLITS = ("train", "val", "test", "all")
-LANGS = ("en", "ko", "both")
+DATASETS = ("emoji", "shapes")  # the shipped sets (emoji here, shapes in shapes.py); any other data is a path
+SPLITS = ("train", "val", "test")  # the splits of both shipped sets (the emoji set can also be read whole: "all")
+EMOJI_SPLITS = (*SPLITS, "all")
+CAPTION_LANGS = ("en", "ko")  # the languages every shipped caption is written in
+LANGS = (*CAPTION_LANGS, "both")  # a data set's `lang`: one of them, or both (a language per image and epoch)
 
 # OpenAI CLIP's per-channel statistics of its training images (RGB, on a 0..1 scale). The emoji set's own are
 # mean (0.80, 0.75, 0.71), std (0.30, 0.30, 0.35) (white backgrounds), so its inputs centre near +1.2 rather than 0;
 # ln_pre after the patch embedding absorbs that, and keeping OpenAI's values lets the same tensors feed pretrained
-# OpenAI weights. Pass mean/std to `to_model_input` and `Collate` to use others.
+# OpenAI weights. Pass mean/std to `to_model_input` to use others.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -274,8 +273,8 @@ class EmojiDataset(Dataset):
     def __init__(self, split: str = "train", lang: str = "en", image_size: int = SHIPPED_SIZE,
                  captions: str = "train", seed: int = 0, root: str | Path | None = None,
                  artists: Sequence[str] = ("noto",)):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split not in EMOJI_SPLITS:
+            raise ValueError(f"split must be one of {EMOJI_SPLITS}, got {split!r}")
         if lang not in LANGS:
             raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
         if captions not in ("train", "eval"):
@@ -363,12 +362,16 @@ class EmojiDataset(Dataset):
             return record[f"name_{self.lang}"]
         epoch = self.epoch if epoch is None else epoch
         rng = random.Random(f"{self.seed}:{epoch}:{record['index']}")  # the same image gets the same caption
-        lang = self.lang if self.lang != "both" else rng.choice(("en", "ko"))
+        lang = self.lang if self.lang != "both" else rng.choice(CAPTION_LANGS)
         return make_caption(record, lang, rng)
 
     def captions(self, epoch: int | None = None) -> list[str]:
         """All captions of the split at `epoch` (default: the current one), in item order."""
         return [self.caption(i, epoch) for i in range(len(self))]
+
+    def epoch_captions(self, epoch: int | None = None) -> list[str]:
+        """`captions(epoch)`: the name both shipped data sets answer to (the shapes set's are the same every epoch)."""
+        return self.captions(epoch)
 
 
 # --------------------------------------------------------------------------------------------- model input
@@ -456,39 +459,6 @@ def _replicate_pad(images: torch.Tensor, m: int) -> torch.Tensor:
         return images
     rows = torch.cat([images[:, :1].expand(-1, m, -1, -1), images, images[:, -1:].expand(-1, m, -1, -1)], dim=1)
     return torch.cat([rows[:, :, :1].expand(-1, -1, m, -1), rows, rows[:, :, -1:].expand(-1, -1, m, -1)], dim=2)
-
-
-class Collate:
-    """A DataLoader `collate_fn`: list of (uint8 image (S, S, 3), caption) -> (images float (B, 3, S, S),
-    tokens long (B, context_length)).
-
-    Args:
-        tokenizer: anything with `.tokenize(list[str], context_length) -> LongTensor (B, context_length)`, such as
-            minclip.tokenizer.BPETokenizer.
-        context_length: token positions per caption (77 in OpenAI CLIP).
-        augment: apply `augment` (shifts, caption-respecting mirror images) before normalising; for training.
-        max_shift, seed: augmentation strength and the seed of its own torch.Generator (a DataLoader with
-            num_workers > 0 copies it into every worker: give workers different seeds or augment in the main process).
-
-        >>> loader = DataLoader(EmojiDataset("train", image_size=32), batch_size=64,
-        ...                     collate_fn=Collate(tokenizer, augment=True))        # doctest: +SKIP
-    """
-
-    def __init__(self, tokenizer, context_length: int = 77, augment: bool = False, max_shift: int = 2,
-                 seed: int = 0, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
-        if not callable(getattr(tokenizer, "tokenize", None)):
-            raise TypeError(f"tokenizer must have a .tokenize(texts, context_length) method, got {tokenizer!r}")
-        self.tokenizer, self.context_length = tokenizer, context_length
-        self.augment, self.max_shift, self.mean, self.std = augment, max_shift, mean, std
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __call__(self, batch: Sequence[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = torch.stack([torch.as_tensor(image) for image, _ in batch])  # (B, S, S, 3) uint8
-        captions = [caption for _, caption in batch]
-        if self.augment:
-            images = augment(images, captions, self.max_shift, generator=self.generator)
-        tokens = self.tokenizer.tokenize(captions, self.context_length)  # (B, context_length)
-        return to_model_input(images, self.mean, self.std), tokens
 
 
 # --------------------------------------------------------------------------------------------- batching
@@ -583,58 +553,5 @@ class DistinctBatchSampler(Sampler[list[int]]):
         return len(self.batches())
 
 
-# --------------------------------------------------------------------------------------------- gallery
+# --------------------------------------------------------------------------------------------- fonts
 FONT_KO = DATA_DIR / "font_ko.ttf"  # Hangul subset of an OFL font (matplotlib's own fonts have no Hangul)
-
-
-@functools.lru_cache(maxsize=1)
-def caption_fonts() -> tuple[str, ...]:
-    """Font families for captions: matplotlib's DejaVu Sans, then the shipped Hangul font as a fallback."""
-    from matplotlib import font_manager
-
-    if not FONT_KO.is_file():
-        warnings.warn(f"{FONT_KO} is missing, Korean captions will show as boxes: {REBUILD_HINT}", stacklevel=3)
-        return ("DejaVu Sans",)
-    font_manager.fontManager.addfont(str(FONT_KO))
-    return ("DejaVu Sans", font_manager.FontProperties(fname=str(FONT_KO)).get_name())
-
-
-def show_gallery(images, captions: Sequence[str] | None = None, ncols: int = 8, scale: float = 1.4,
-                 colors: Sequence[str] | None = None, title: str | None = None, wrap: int = 16):
-    """Show images in a grid with their captions below; returns the matplotlib Figure.
-
-    Args:
-        images: uint8 (N, H, W, 3) (tensor or array), or model input float (N, 3, H, W) (un-normalised with
-            `from_model_input`).
-        captions: one string per image, English or Korean (or None).
-        ncols: images per row; scale: inches per image; wrap: characters per caption line.
-        colors: optional caption colour per image, e.g. "green"/"red" for right/wrong retrievals.
-    """
-    import matplotlib.pyplot as plt
-
-    images = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
-    if images.is_floating_point() and images.ndim == 4 and images.shape[1] == 3:
-        images = from_model_input(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be (N, H, W, 3) uint8 or (N, 3, H, W) model input, got {tuple(images.shape)}")
-    n = len(images)
-    if captions is not None and len(captions) != n:
-        raise ValueError(f"got {n} images but {len(captions)} captions")
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, -(-n // ncols))
-    lines = max((len(textwrap.wrap(c, wrap)) for c in captions), default=0) if captions else 0
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * scale, nrows * scale * (1 + 0.18 * lines)),
-                             squeeze=False)
-    family = list(caption_fonts())
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= n:
-            continue
-        ax.imshow(images[k].cpu().numpy(), interpolation="nearest")
-        if captions is not None:
-            ax.set_title("\n".join(textwrap.wrap(captions[k], wrap)), fontsize=8, family=family,
-                         color=colors[k] if colors is not None else "black")
-    if title:
-        fig.suptitle(title, family=family)
-    fig.tight_layout()
-    return fig

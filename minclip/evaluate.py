@@ -541,6 +541,17 @@ def retrieval_evaluate(model, tokenizer, images, captions: Sequence[str], captio
     return report
 
 
+def binding_scores(image_features: torch.Tensor, true_features: torch.Tensor,
+                   foil_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's score with its true caption `(N,)` and with each of its foils `(N, F)`, from unit features:
+    `image_features` and `true_features` `(N, E)`, `foil_features` `(N, F, E)`. One routine scores the true caption
+    and every foil, so equal features give bit-equal scores (a foil no better than the truth stays a tie)."""
+    true_scores = (image_features * true_features).sum(dim=-1)  # (N,)
+    foil_scores = torch.stack([(image_features * foil_features[:, f]).sum(dim=-1)
+                               for f in range(foil_features.shape[1])], dim=1)  # (N, F)
+    return true_scores, foil_scores
+
+
 def binding_evaluate(model, tokenizer, images, true_captions: Sequence[str], foil_captions: Sequence[Sequence[str]],
                      batch_size: int = 256, preprocess: Callable | None = None,
                      context_length: int | None = None) -> dict:
@@ -558,10 +569,7 @@ def binding_evaluate(model, tokenizer, images, true_captions: Sequence[str], foi
     flat_foils = [caption for foils in foil_captions for caption in foils]
     foil_features = encode_texts(model, tokenizer, flat_foils, batch_size, context_length)  # (N * F, D)
     foil_features = foil_features.view(len(true_captions), n_foils, -1)  # (N, F, D)
-    # one routine for the true and the foil scores, so equal features give bit-equal scores (ties stay ties)
-    true_scores = (image_features * true_features).sum(dim=-1)  # (N,)
-    foil_scores = torch.stack([(image_features * foil_features[:, f]).sum(dim=-1) for f in range(n_foils)], dim=1)
-    return binding_accuracy(true_scores, foil_scores)
+    return binding_accuracy(*binding_scores(image_features, true_features, foil_features))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -592,10 +600,10 @@ def heldout_pairs(data: str, lang: str, image_size: int, seed: int = 0) -> HeldO
     **all** shipped images, so its training siblings in other tones or genders compete with it.
     shapes: every test caption against the test images, plus its word-swapped foils for the binding test.
     """
-    from .data import EmojiDataset, to_model_input  # imported here: the metric functions above need torch only
+    from .data import CAPTION_LANGS, EmojiDataset, to_model_input  # imported here: the metric functions above need torch only
     from .shapes import ShapesDataset
 
-    if lang not in ("en", "ko"):
+    if lang not in CAPTION_LANGS:
         raise ValueError(f"held-out captions are in one language: lang must be 'en' or 'ko', got {lang!r}")
     if data == "emoji":
         everything = EmojiDataset("all", lang=lang, image_size=image_size, captions="eval")
@@ -635,12 +643,10 @@ def heldout_report(model, tokenizer, data: str, lang: str, image_size: int, seed
     else:
         report["among_test_images"] = retrieval_recall(similarity, heldout.test_indices)
         test_image_features = image_features[heldout.test_indices]  # (Q, E): the image of each test caption
-        true_scores = (text_features * test_image_features).sum(dim=-1)  # (Q,), computed as the foils' below
         for kind in ("colour", "shape", "role"):
-            foils = [foil[kind] for foil in heldout.foils]
-            foil_features = encode_texts(model, tokenizer, foils)  # (Q, E)
-            foil_scores = (foil_features * test_image_features).sum(dim=-1)  # (Q,)
-            report[f"binding_{kind}"] = binding_accuracy(true_scores, foil_scores[:, None])
+            foil_features = encode_texts(model, tokenizer, [foil[kind] for foil in heldout.foils])  # (Q, E)
+            scores = binding_scores(test_image_features, text_features, foil_features[:, None])  # (Q,), (Q, 1)
+            report[f"binding_{kind}"] = binding_accuracy(*scores)
     return report
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .data import EmojiDataset, _normalise, make_caption
+from .data import CAPTION_LANGS, EmojiDataset, _normalise, make_caption
 from .shapes import Scene, ShapesDataset
 
 
@@ -96,7 +96,7 @@ def emoji_foil(dataset: EmojiDataset, i: int, epoch: int, siblings: Sequence[int
     if dataset.caption_mode == "eval":
         return sibling[f"name_{dataset.lang}"]
     rng = random.Random(f"{dataset.seed}:{epoch}:{record['index']}")  # EmojiDataset.caption's generator, replayed
-    lang = dataset.lang if dataset.lang != "both" else rng.choice(("en", "ko"))
+    lang = dataset.lang if dataset.lang != "both" else rng.choice(CAPTION_LANGS)
     return make_caption(record, lang, rng, name_override=sibling[f"name_{lang}"])
 
 

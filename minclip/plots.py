@@ -1,21 +1,26 @@
-"""Figures of a training run: loss and temperature curves, a similarity matrix, a retrieval gallery, a row of images.
+"""Figures: loss and temperature curves, a similarity matrix, a retrieval gallery, a row of images, an image gallery
+with captions (Korean included: `caption_fonts` adds the shipped Hangul font).
 
 Used by `python -m minclip train` (which saves them as PNG next to the checkpoint), by `search`, and by the notebooks.
 Every function draws into a new matplotlib figure and returns it; `save(figure, path)` writes a small PNG.
 
 How it fits: plots only read numbers and images (from train.py's history, evaluate.py's encoders, data.py's
-`show_gallery` conventions); nothing here trains or evaluates.
+images); nothing here trains or evaluates.
 """
 
 from __future__ import annotations
 
+import functools
+import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # without a display matplotlib falls back to its Agg backend by itself
+import numpy as np
 import torch
 
-from .data import caption_fonts
+from .data import FONT_KO, REBUILD_HINT, from_model_input
 
 
 def save(figure, path: str | Path, dpi: int = 80) -> Path:
@@ -42,7 +47,7 @@ def training_curves(history: dict, title: str = ""):
     return figure
 
 
-def similarity_matrix(similarity: torch.Tensor, images: torch.Tensor, captions: Sequence[str], title: str = ""):
+def plot_similarity_matrix(similarity: torch.Tensor, images: torch.Tensor, captions: Sequence[str], title: str = ""):
     """The (captions x images) cosine-similarity matrix with the images along the top and captions on the left."""
     n_captions, n_images = similarity.shape
     figure, axis = plt.subplots(figsize=(1.0 + 0.55 * n_images, 0.8 + 0.42 * n_captions))
@@ -126,7 +131,7 @@ def report_figures(model, tokenizer, data: str, lang: str, count: int = 8, top: 
     image_features = encode_images(model, pairs.model_input)  # (N, E)
     text_features = encode_texts(model, tokenizer, captions)  # (count, E)
     similarity = text_features @ image_features.T  # (count, N)
-    figures = {"similarity_matrix": similarity_matrix(similarity[:, rows], pairs.images[rows], captions,
+    figures = {"similarity_matrix": plot_similarity_matrix(similarity[:, rows], pairs.images[rows], captions,
                                                       title="held-out captions x their images")}
     ranked = similarity.topk(top, dim=1)
     figures["retrieval_gallery"] = retrieval_gallery(
@@ -134,3 +139,55 @@ def report_figures(model, tokenizer, data: str, lang: str, count: int = 8, top: 
         correct=[[index == row for index in indices.tolist()] for indices, row in zip(ranked.indices, rows)],
         title="image search with held-out captions (green: the right image)")
     return figures
+
+
+# ------------------------------------------------------------------------------------------------------- galleries
+@functools.lru_cache(maxsize=1)
+def caption_fonts() -> tuple[str, ...]:
+    """Font families for captions: matplotlib's DejaVu Sans, then the shipped Hangul font as a fallback."""
+    from matplotlib import font_manager
+
+    if not FONT_KO.is_file():
+        warnings.warn(f"{FONT_KO} is missing, Korean captions will show as boxes: {REBUILD_HINT}", stacklevel=3)
+        return ("DejaVu Sans",)
+    font_manager.fontManager.addfont(str(FONT_KO))
+    return ("DejaVu Sans", font_manager.FontProperties(fname=str(FONT_KO)).get_name())
+
+
+def show_gallery(images, captions: Sequence[str] | None = None, ncols: int = 8, scale: float = 1.4,
+                 colors: Sequence[str] | None = None, title: str | None = None, wrap: int = 16):
+    """Show images in a grid with their captions below; returns the matplotlib Figure.
+
+    Args:
+        images: uint8 (N, H, W, 3) (tensor or array), or model input float (N, 3, H, W) (un-normalised with
+            `from_model_input`).
+        captions: one string per image, English or Korean (or None).
+        ncols: images per row; scale: inches per image; wrap: characters per caption line.
+        colors: optional caption colour per image, e.g. "green"/"red" for right/wrong retrievals.
+    """
+    images = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if images.is_floating_point() and images.ndim == 4 and images.shape[1] == 3:
+        images = from_model_input(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3) uint8 or (N, 3, H, W) model input, got {tuple(images.shape)}")
+    n = len(images)
+    if captions is not None and len(captions) != n:
+        raise ValueError(f"got {n} images but {len(captions)} captions")
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    lines = max((len(textwrap.wrap(c, wrap)) for c in captions), default=0) if captions else 0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * scale, nrows * scale * (1 + 0.18 * lines)),
+                             squeeze=False)
+    family = list(caption_fonts())
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(images[k].cpu().numpy(), interpolation="nearest")
+        if captions is not None:
+            ax.set_title("\n".join(textwrap.wrap(captions[k], wrap)), fontsize=8, family=family,
+                         color=colors[k] if colors is not None else "black")
+    if title:
+        fig.suptitle(title, family=family)
+    fig.tight_layout()
+    return fig

@@ -9,7 +9,7 @@ wide photo are lost. The mean and standard deviation are CLIP's, per channel, me
 (the same constants minclip's own data pipeline uses, ``minclip.data.CLIP_MEAN``/``CLIP_STD``).
 
 Written with PIL and torch only (no torchvision): the tests check that it equals OpenAI's torchvision transform
-exactly, pixel for pixel. minclip's own checkpoints keep their own ``preprocess`` (``minclip.train.load``): they were
+exactly, pixel for pixel. minclip's own checkpoints keep their own ``preprocess`` (``minclip.load``): they were
 trained on square emoji resized as a whole.
 
 Reference: openai/CLIP ``clip/clip.py`` (``_transform``).

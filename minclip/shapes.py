@@ -33,15 +33,15 @@ one): augmentation must not flip these images, or must swap the words too (see m
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
-import time
 from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
 import torch
+
+from .data import CAPTION_LANGS, LANGS, SPLITS
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Vocabulary: attribute names (English keys) with their Korean words and RGB colours.
@@ -74,8 +74,6 @@ _RELATION_EN = {"left of": "to the left of", "right of": "to the right of", "abo
 _RELATION_KO = {"left of": "왼쪽에", "right of": "오른쪽에", "above": "위에", "below": "아래에"}  # "B 위에 A": A above B
 _LIST_KO = {"left to right": "왼쪽부터 차례로", "top to bottom": "위에서부터 차례로"}
 
-SPLITS = ("train", "val", "test")
-LANGS = ("en", "ko", "both")
 DEFAULT_NUM_IMAGES = {"train": 10_000, "val": 1_000, "test": 1_000}
 MIN_IMAGE_SIZE = 24  # below this a small shape is under 5 pixels wide and no longer recognisable
 
@@ -158,7 +156,7 @@ class Scene:
 
     def caption(self, lang: str = "en") -> str:
         """The caption in English ('en') or Korean ('ko')."""
-        if lang not in ("en", "ko"):
+        if lang not in CAPTION_LANGS:
             raise ValueError(f"lang must be 'en' or 'ko' for one caption, got {lang!r}")
         words = [obj.describe(lang) for obj in self.objects]
         if self.relation is None:
@@ -595,32 +593,16 @@ class ShapesDataset(torch.utils.data.Dataset):
     def foils(self) -> list[dict[str, str]]:
         return [scene.foils(lang) for scene, lang in zip(self.records, self.languages)]
 
+    def epoch_captions(self, epoch: int | None = None) -> list[str]:
+        """Every item's caption: the same at every epoch (the emoji set draws its training captions per epoch)."""
+        return list(self.captions)
+
+    def epoch_images(self, epoch: int | None = None) -> torch.Tensor:
+        """uint8 (N, S, S, 3): every item's image, the same at every epoch."""
+        return self.images
+
     def __len__(self) -> int:
         return len(self.captions)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         return self.images[index], self.captions[index]
-
-
-def _benchmark(argv: list[str] | None = None) -> None:
-    """python -m minclip.shapes [--image-size 32] [--num-images 5000]: images per second, and a few captions."""
-    import os
-    import platform
-
-    parser = argparse.ArgumentParser(description=_benchmark.__doc__)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--num-images", type=int, default=5000)
-    args = parser.parse_args(argv)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    dataset = ShapesDataset("train", "both", args.image_size, args.num_images)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    n = args.num_images
-    print(f"{n} scenes generated and rendered at {args.image_size}x{args.image_size}: {n / seconds:,.0f} images/s "
-          f"({seconds:.2f} s wall clock; {n / cpu_seconds:,.0f} per CPU second) in one process on {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}")
-    for caption in dataset.captions[:6]:
-        print("  ", caption)
-
-
-if __name__ == "__main__":
-    _benchmark()

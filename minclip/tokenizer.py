@@ -20,6 +20,9 @@ order learned, then <|startoftext|> and <|endoftext|> as the last two ids. `BPET
 captions (English, Korean, emoji) with incremental pair counts; `BPETokenizer.openai()` reads OpenAI's merges.
 `tokenize` wraps texts as `clip.tokenize` does, for the text tower (minclip.text), which pools at `eot_token_id`.
 
+The file opens with the BPE core (the byte symbols, `merge_pair`, and `BPETokenizer`: train, encode, decode,
+tokenize), then the text cleaning (step 1) and word splitting (step 2) it calls, then the reading of OpenAI's file.
+
 Standard library and torch only, so this file can be copied into coursework alone (ftfy is used when installed).
 """
 
@@ -51,183 +54,6 @@ NUM_BASE_TOKENS = 512  # 256 byte symbols + the same 256 carrying END_OF_WORD
 FILE_VERSION = "#version: minclip-bpe 1"
 OPENAI_MERGES_FILE = "bpe_simple_vocab_16e6.txt.gz"
 OPENAI_NUM_MERGES = 48_894  # OpenAI's file holds 262,144 merges; CLIP uses the first 49,408 - 512 - 2 of them
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Step 1: clean. `fix_text` is the part of ftfy.fix_text (v6, default settings) that fits in a page: everything except
-# mojibake detection ("cafÃ©" -> "café"), which needs ftfy's statistics. Each fix runs in ftfy's order, repeated until
-# the text stops changing, so with or without ftfy the ids agree on any text that is not mojibake.
-
-def _c1_as_windows_1252() -> dict[int, str]:
-    """C1 controls U+0080..U+009F are almost always Windows-1252 bytes misread as Latin-1: \\x93 was a curly quote."""
-    table = {}
-    for byte in range(0x80, 0xA0):
-        try:
-            table[byte] = bytes([byte]).decode("cp1252")
-        except UnicodeDecodeError:  # 0x81, 0x8D, 0x8F, 0x90, 0x9D are undefined in Windows-1252: keep them
-            pass
-    return table
-
-
-# Ligatures of Latin letters (usually copy-paste accidents) and legacy digraphs, spelled out.
-_LIGATURES = {
-    "Ĳ": "IJ", "ĳ": "ij", "ŉ": "ʼn", "Ǳ": "DZ", "ǲ": "Dz", "ǳ": "dz", "Ǆ": "DŽ", "ǅ": "Dž", "ǆ": "dž", "Ǉ": "LJ",
-    "ǈ": "Lj", "ǉ": "lj", "Ǌ": "NJ", "ǋ": "Nj", "ǌ": "nj", "ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl",
-    "ﬅ": "ſt", "ﬆ": "st",
-}
-# Full-width ASCII and half-width katakana/Hangul (U+FF01..U+FFEF) become their usual forms; so does U+3000 (a space).
-_WIDTHS = {0x3000: " "} | {
-    cp: unicodedata.normalize("NFKC", chr(cp))
-    for cp in range(0xFF01, 0xFFF0)
-    if unicodedata.normalize("NFKC", chr(cp)) != chr(cp)
-}
-_QUOTES = {cp: "'" for cp in (0x02BC, 0x2018, 0x2019, 0x201A, 0x201B)} | {cp: '"' for cp in range(0x201C, 0x2020)}
-_LINE_BREAKS = {ord("\r"): "\n", 0x2028: "\n", 0x2029: "\n", 0x85: "\n"}  # after "\r\n" -> "\n"
-# Invisible controls nobody means to type; tab, line feed, form feed and carriage return stay.
-_CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F, *range(0x206A, 0x2070), 0xFEFF,
-                           *range(0xFFF9, 0xFFFD)])
-_C1 = _c1_as_windows_1252()
-_LIGATURE_TABLE = str.maketrans(_LIGATURES)
-_ENTITY = re.compile(r"&#?[0-9A-Za-z]{1,24};")
-_TERMINAL_ESCAPE = re.compile(r"\x1b\[[\d;]*[A-Za-z]")  # colour codes such as "\x1b[31m"
-_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _unescape_entity(match: re.Match) -> str:
-    """One `&...;` entity, strictly: only entities ending in ";", plus upper-cased ones ("&EACUTE;" -> "É")."""
-    entity = match.group(0)
-    if entity[1] == "#":  # numeric: "&#233;", "&#xE9;"; keep it unless the whole thing, ";" included, was decoded
-        decoded = html.unescape(entity)
-        return entity if ";" in decoded else decoded
-    name = entity[1:]
-    if name in html.entities.html5:
-        return html.entities.html5[name]
-    lower = name.lower()
-    if name == lower.upper() and lower in html.entities.html5 and html.unescape(entity) == entity:
-        return html.entities.html5[lower].upper()
-    return entity
-
-
-def _fix_segment(text: str, unescape: bool) -> str:
-    while True:
-        before = text
-        if unescape:
-            text = _ENTITY.sub(_unescape_entity, text)
-        text = text.translate(_C1).translate(_LIGATURE_TABLE).translate(_WIDTHS).translate(_QUOTES)
-        text = text.replace("\r\n", "\n").translate(_LINE_BREAKS)
-        if _SURROGATE.search(text):  # halves of UTF-16 pairs: join proper pairs, replace strays with U+FFFD
-            text = _SURROGATE_PAIR.sub(lambda m: m.group(0).encode("utf-16", "surrogatepass").decode("utf-16"), text)
-            text = _SURROGATE.sub("\ufffd", text)
-        text = _TERMINAL_ESCAPE.sub("", text).translate(_CONTROLS)
-        text = unicodedata.normalize("NFC", text)  # "e" + combining acute -> "é", one code point
-        if text == before:
-            return text
-
-
-def fix_text(text: str) -> str:
-    """Repair common Unicode accidents, as `ftfy.fix_text` does, except mojibake.
-
-    HTML entities, curly quotes, Latin ligatures, full-width forms, Windows-1252 stand-ins, line breaks, broken
-    surrogates, terminal colour codes and invisible control characters; then NFC normalisation. Like ftfy, it works
-    line by line and stops unescaping HTML from the first line that contains "<" (that text may be real markup).
-
-    Example:
-        >>> fix_text("“ﬁsh” &amp; ＣＨＩＰＳ\\x00")
-        '"fish" & CHIPS'
-    """
-    unescape, pieces = True, []
-    for line in re.findall(r"[^\n]*\n|[^\n]+", text):  # lines keep their "\n", so "\r\n" stays in one piece
-        unescape = unescape and "<" not in line
-        pieces.append(_fix_segment(line, unescape))
-    return "".join(pieces)
-
-
-# Unicode's White_Space property: what `\s` means in the `regex` module OpenAI's pattern uses. (Python's str.isspace
-# and re's `\s` also count U+001C..U+001F, so the set is listed explicitly.)
-_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_WHITESPACE_RUN = re.compile(f"[{_WHITESPACE}]+")
-# Printable ASCII without "&", plus tab, newline and form feed: text made only of these has nothing to fix or
-# unescape (ftfy leaves ASCII alone unless it holds entities, controls, "\r" or colour codes), so skip the slow part.
-_NEEDS_FIXING = re.compile(r"[^\t\n\x0c\x20-\x25\x27-\x7e]")
-
-
-def clean_text(text: str, use_ftfy: bool | None = None) -> str:
-    """CLIP's clean-up: fix Unicode, unescape HTML twice, collapse whitespace to single spaces, strip, lower-case.
-
-    `use_ftfy=None` uses ftfy when it is installed, else `fix_text`. Plain ASCII text skips both (nothing to fix).
-
-    Example:
-        >>> clean_text("  A  Photo&amp;amp;\\tof a CAT ")
-        'a photo& of a cat'
-    """
-    if _NEEDS_FIXING.search(text):
-        text = _ftfy.fix_text(text) if _resolve_ftfy(use_ftfy) else fix_text(text)
-        text = html.unescape(html.unescape(text))  # as OpenAI: entities escaped twice ("&amp;amp;") are common
-    return _WHITESPACE_RUN.sub(" ", text).strip().lower()
-
-
-def _resolve_ftfy(use_ftfy: bool | None) -> bool:
-    if use_ftfy is None:
-        return _ftfy is not None
-    if use_ftfy and _ftfy is None:
-        raise ImportError("use_ftfy=True but ftfy is not installed; `pip install ftfy` or pass use_ftfy=False")
-    return bool(use_ftfy)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Step 2: split into words. OpenAI uses the `regex` module with Unicode properties and IGNORECASE:
-#     <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
-# Python's `re` has no \p{...}, so we list the letters (\p{L}) and numbers (\p{N}) ourselves from `unicodedata`, and
-# keep IGNORECASE for the literal alternatives only (for both engines it lets "ſ", long s, match "s"). Ignoring case
-# leaves the letter and number classes as they are, with one exception: U+0345, a combining mark whose upper case is
-# the letter Ι, counts as a letter for the negated class, so no alternative matches it and OpenAI drops it; so do we.
-# The one remaining difference: characters added to Unicode after the version this Python knows
-# (unicodedata.unidata_version; 14.0 for Python 3.11) are symbols here but may be letters or numbers to `regex`.
-
-
-def _ranges(code_points: list[int]) -> str:
-    """Sorted code points -> the inside of a regex character class, one escaped range per run.
-
-    Example:
-        >>> print(_ranges([65, 66, 67, 97]))  # A-C and a
-        \\U00000041-\\U00000043\\U00000061
-    """
-    parts, start = [], None
-    for i, cp in enumerate(code_points):
-        if start is None:
-            start = cp
-        if i + 1 == len(code_points) or code_points[i + 1] != cp + 1:
-            parts.append(f"\\U{start:08x}" if start == cp else f"\\U{start:08x}-\\U{cp:08x}")
-            start = None
-    return "".join(parts)
-
-
-@functools.cache
-def word_pattern() -> re.Pattern:
-    """CLIP's pre-tokenisation pattern for Python's `re`, built once (about 0.4 s) from this Python's Unicode data."""
-    letters, numbers = [], []
-    for cp in range(sys.maxunicode + 1):
-        major_category = unicodedata.category(chr(cp))[0]
-        if major_category == "L":
-            letters.append(cp)
-        elif major_category == "N":
-            numbers.append(cp)
-    letter, number = _ranges(letters), _ranges(numbers)
-    return re.compile(
-        r"(?i:<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d)"
-        f"|[{letter}]+|[{number}]|[^{_WHITESPACE}{letter}{number}\u0345]+"
-    )
-
-
-def split_words(text: str) -> list[str]:
-    """Cut cleaned text into the words BPE works on; whitespace is dropped.
-
-    Example:
-        >>> split_words("it's 2024: 고양이 🐱🐱!")
-        ['it', "'s", '2', '0', '2', '4', ':', '고양이', '🐱🐱!']
-    """
-    return word_pattern().findall(text)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -540,6 +366,186 @@ class BPETokenizer:
         """
         return cls(_openai_merges(str(path) if path is not None else str(_find_openai_merges())), use_ftfy=use_ftfy)
 
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Step 1: clean. `fix_text` is the part of ftfy.fix_text (v6, default settings) that fits in a page: everything except
+# mojibake detection ("cafÃ©" -> "café"), which needs ftfy's statistics. Each fix runs in ftfy's order, repeated until
+# the text stops changing, so with or without ftfy the ids agree on any text that is not mojibake.
+
+def _c1_as_windows_1252() -> dict[int, str]:
+    """C1 controls U+0080..U+009F are almost always Windows-1252 bytes misread as Latin-1: \\x93 was a curly quote."""
+    table = {}
+    for byte in range(0x80, 0xA0):
+        try:
+            table[byte] = bytes([byte]).decode("cp1252")
+        except UnicodeDecodeError:  # 0x81, 0x8D, 0x8F, 0x90, 0x9D are undefined in Windows-1252: keep them
+            pass
+    return table
+
+
+# Ligatures of Latin letters (usually copy-paste accidents) and legacy digraphs, spelled out.
+_LIGATURES = {
+    "Ĳ": "IJ", "ĳ": "ij", "ŉ": "ʼn", "Ǳ": "DZ", "ǲ": "Dz", "ǳ": "dz", "Ǆ": "DŽ", "ǅ": "Dž", "ǆ": "dž", "Ǉ": "LJ",
+    "ǈ": "Lj", "ǉ": "lj", "Ǌ": "NJ", "ǋ": "Nj", "ǌ": "nj", "ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl",
+    "ﬅ": "ſt", "ﬆ": "st",
+}
+# Full-width ASCII and half-width katakana/Hangul (U+FF01..U+FFEF) become their usual forms; so does U+3000 (a space).
+_WIDTHS = {0x3000: " "} | {
+    cp: unicodedata.normalize("NFKC", chr(cp))
+    for cp in range(0xFF01, 0xFFF0)
+    if unicodedata.normalize("NFKC", chr(cp)) != chr(cp)
+}
+_QUOTES = {cp: "'" for cp in (0x02BC, 0x2018, 0x2019, 0x201A, 0x201B)} | {cp: '"' for cp in range(0x201C, 0x2020)}
+_LINE_BREAKS = {ord("\r"): "\n", 0x2028: "\n", 0x2029: "\n", 0x85: "\n"}  # after "\r\n" -> "\n"
+# Invisible controls nobody means to type; tab, line feed, form feed and carriage return stay.
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F, *range(0x206A, 0x2070), 0xFEFF,
+                           *range(0xFFF9, 0xFFFD)])
+_C1 = _c1_as_windows_1252()
+_LIGATURE_TABLE = str.maketrans(_LIGATURES)
+_ENTITY = re.compile(r"&#?[0-9A-Za-z]{1,24};")
+_TERMINAL_ESCAPE = re.compile(r"\x1b\[[\d;]*[A-Za-z]")  # colour codes such as "\x1b[31m"
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unescape_entity(match: re.Match) -> str:
+    """One `&...;` entity, strictly: only entities ending in ";", plus upper-cased ones ("&EACUTE;" -> "É")."""
+    entity = match.group(0)
+    if entity[1] == "#":  # numeric: "&#233;", "&#xE9;"; keep it unless the whole thing, ";" included, was decoded
+        decoded = html.unescape(entity)
+        return entity if ";" in decoded else decoded
+    name = entity[1:]
+    if name in html.entities.html5:
+        return html.entities.html5[name]
+    lower = name.lower()
+    if name == lower.upper() and lower in html.entities.html5 and html.unescape(entity) == entity:
+        return html.entities.html5[lower].upper()
+    return entity
+
+
+def _fix_segment(text: str, unescape: bool) -> str:
+    while True:
+        before = text
+        if unescape:
+            text = _ENTITY.sub(_unescape_entity, text)
+        text = text.translate(_C1).translate(_LIGATURE_TABLE).translate(_WIDTHS).translate(_QUOTES)
+        text = text.replace("\r\n", "\n").translate(_LINE_BREAKS)
+        if _SURROGATE.search(text):  # halves of UTF-16 pairs: join proper pairs, replace strays with U+FFFD
+            text = _SURROGATE_PAIR.sub(lambda m: m.group(0).encode("utf-16", "surrogatepass").decode("utf-16"), text)
+            text = _SURROGATE.sub("\ufffd", text)
+        text = _TERMINAL_ESCAPE.sub("", text).translate(_CONTROLS)
+        text = unicodedata.normalize("NFC", text)  # "e" + combining acute -> "é", one code point
+        if text == before:
+            return text
+
+
+def fix_text(text: str) -> str:
+    """Repair common Unicode accidents, as `ftfy.fix_text` does, except mojibake.
+
+    HTML entities, curly quotes, Latin ligatures, full-width forms, Windows-1252 stand-ins, line breaks, broken
+    surrogates, terminal colour codes and invisible control characters; then NFC normalisation. Like ftfy, it works
+    line by line and stops unescaping HTML from the first line that contains "<" (that text may be real markup).
+
+    Example:
+        >>> fix_text("“ﬁsh” &amp; ＣＨＩＰＳ\\x00")
+        '"fish" & CHIPS'
+    """
+    unescape, pieces = True, []
+    for line in re.findall(r"[^\n]*\n|[^\n]+", text):  # lines keep their "\n", so "\r\n" stays in one piece
+        unescape = unescape and "<" not in line
+        pieces.append(_fix_segment(line, unescape))
+    return "".join(pieces)
+
+
+# Unicode's White_Space property: what `\s` means in the `regex` module OpenAI's pattern uses. (Python's str.isspace
+# and re's `\s` also count U+001C..U+001F, so the set is listed explicitly.)
+_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_WHITESPACE_RUN = re.compile(f"[{_WHITESPACE}]+")
+# Printable ASCII without "&", plus tab, newline and form feed: text made only of these has nothing to fix or
+# unescape (ftfy leaves ASCII alone unless it holds entities, controls, "\r" or colour codes), so skip the slow part.
+_NEEDS_FIXING = re.compile(r"[^\t\n\x0c\x20-\x25\x27-\x7e]")
+
+
+def clean_text(text: str, use_ftfy: bool | None = None) -> str:
+    """CLIP's clean-up: fix Unicode, unescape HTML twice, collapse whitespace to single spaces, strip, lower-case.
+
+    `use_ftfy=None` uses ftfy when it is installed, else `fix_text`. Plain ASCII text skips both (nothing to fix).
+
+    Example:
+        >>> clean_text("  A  Photo&amp;amp;\\tof a CAT ")
+        'a photo& of a cat'
+    """
+    if _NEEDS_FIXING.search(text):
+        text = _ftfy.fix_text(text) if _resolve_ftfy(use_ftfy) else fix_text(text)
+        text = html.unescape(html.unescape(text))  # as OpenAI: entities escaped twice ("&amp;amp;") are common
+    return _WHITESPACE_RUN.sub(" ", text).strip().lower()
+
+
+def _resolve_ftfy(use_ftfy: bool | None) -> bool:
+    if use_ftfy is None:
+        return _ftfy is not None
+    if use_ftfy and _ftfy is None:
+        raise ImportError("use_ftfy=True but ftfy is not installed; `pip install ftfy` or pass use_ftfy=False")
+    return bool(use_ftfy)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Step 2: split into words. OpenAI uses the `regex` module with Unicode properties and IGNORECASE:
+#     <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
+# Python's `re` has no \p{...}, so we list the letters (\p{L}) and numbers (\p{N}) ourselves from `unicodedata`, and
+# keep IGNORECASE for the literal alternatives only (for both engines it lets "ſ", long s, match "s"). Ignoring case
+# leaves the letter and number classes as they are, with one exception: U+0345, a combining mark whose upper case is
+# the letter Ι, counts as a letter for the negated class, so no alternative matches it and OpenAI drops it; so do we.
+# The one remaining difference: characters added to Unicode after the version this Python knows
+# (unicodedata.unidata_version; 14.0 for Python 3.11) are symbols here but may be letters or numbers to `regex`.
+
+
+def _ranges(code_points: list[int]) -> str:
+    """Sorted code points -> the inside of a regex character class, one escaped range per run.
+
+    Example:
+        >>> print(_ranges([65, 66, 67, 97]))  # A-C and a
+        \\U00000041-\\U00000043\\U00000061
+    """
+    parts, start = [], None
+    for i, cp in enumerate(code_points):
+        if start is None:
+            start = cp
+        if i + 1 == len(code_points) or code_points[i + 1] != cp + 1:
+            parts.append(f"\\U{start:08x}" if start == cp else f"\\U{start:08x}-\\U{cp:08x}")
+            start = None
+    return "".join(parts)
+
+
+@functools.cache
+def word_pattern() -> re.Pattern:
+    """CLIP's pre-tokenisation pattern for Python's `re`, built once (on first use) from this Python's Unicode data."""
+    letters, numbers = [], []
+    for cp in range(sys.maxunicode + 1):
+        major_category = unicodedata.category(chr(cp))[0]
+        if major_category == "L":
+            letters.append(cp)
+        elif major_category == "N":
+            numbers.append(cp)
+    letter, number = _ranges(letters), _ranges(numbers)
+    return re.compile(
+        r"(?i:<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d)"
+        f"|[{letter}]+|[{number}]|[^{_WHITESPACE}{letter}{number}\u0345]+"
+    )
+
+
+def split_words(text: str) -> list[str]:
+    """Cut cleaned text into the words BPE works on; whitespace is dropped.
+
+    Example:
+        >>> split_words("it's 2024: 고양이 🐱🐱!")
+        ['it', "'s", '2', '0', '2', '4', ':', '고양이', '🐱🐱!']
+    """
+    return word_pattern().findall(text)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# OpenAI's merges file.
 
 def _parse_merges(lines: list[str], path, first_line: int) -> list[tuple[str, str]]:
     merges = []

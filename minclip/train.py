@@ -10,7 +10,8 @@ What CLIP's paper (Radford et al., 2021, section 2.5) trains with, scaled down t
 
 The shipped sets are prepared as tensors up front (the emoji set is a few MB), so a step is pure tensor work; your own
 data (`data` = a path: CSV/TSV, JSONL, a folder, tar shards) is read from disk step by step by minclip.captioned,
-each process reading only its share. Every random choice (batch order, caption templates, augmentation) comes from generators seeded by (seed, epoch) or
+each process reading only its share (`ShippedPairs` and `OwnPairs` give the loop the same batches either way). Every
+random choice (batch order, caption templates, augmentation) comes from generators seeded by (seed, epoch) or
 (seed, step): resuming from a checkpoint therefore replays exactly the run that was interrupted.
 
 The loss is CLIP's InfoNCE (`loss="clip"`) or SigLIP's pairwise sigmoid (`loss="siglip"`, Zhai et al., 2023), which
@@ -18,61 +19,57 @@ adds a learned bias to the model, started as the paper does at b = -10 with the 
 `hard_negatives` (NegCLIP, Yuksekgonul et al., 2023) each caption also brings a word-swapped foil (minclip/foils.py),
 encoded by the text tower and scored against every image as one more wrong caption.
 
-Checkpoints hold everything needed to resume or to use the model (weights, configs, tokenizer merges, optimiser,
-scheduler, step, RNG state, history) and a SHA-256 of all of it; they are written atomically after every epoch (and
-every `save_every_minutes`, and when Ctrl-C or SIGTERM stops a run between two steps), and read with
-`torch.load(weights_only=True)`, which never runs code from the file, then checked against their SHA-256.
-`load(path)` returns `(model, preprocess, tokenizer)`, like `clip.load`, for minclip's checkpoints and for OpenAI's
-released files (`load_openai`).
+Checkpoints (minclip/checkpoint.py) hold everything needed to resume or to use the model; a run writes one after
+every epoch (and every `save_every_minutes`, and when Ctrl-C or SIGTERM stops a run between two steps).
 
 Several processes (`torchrun --nproc_per_node=N -m minclip train`) train one model together, on N GPUs (NCCL) or N
 CPU processes (gloo): each encodes its slice of every global batch, the loss gathers all features and is that of the
 global batch, and PyTorch's DistributedDataParallel averages the gradients, so the run is the single-process run with
-the work shared (tested to float precision). Rank 0 alone shows progress, evaluates and writes files.
+the work shared (tested to float precision). Rank 0 alone shows progress, evaluates and writes files; the process
+plumbing lives in minclip/processes.py.
+
+Reading order: `TrainConfig`; the set-up helpers (optimiser, schedule); the data sources; `train_step`; then `train`,
+the loop itself, top to bottom, and the small helpers it names.
 
 How it fits: model.py builds the model, tokenizer.py learns the vocabulary, data.py / shapes.py / captioned.py give
-the pairs,
-loss.py the objective, evaluate.py the held-out report; `python -m minclip train` (__main__.py) calls `train`.
+the pairs, loss.py the objective, evaluate.py the held-out report, checkpoint.py the files;
+`python -m minclip train` (__main__.py) calls `train`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import os
 import random
 import signal
-import threading
 import time
-import warnings
-import zipfile
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # text bars: they work in terminals and notebooks alike
 
 from .captioned import CaptionedData
-from .data import ARTISTS, DistinctBatchSampler, EmojiDataset, augment, to_model_input
+from .checkpoint import (first_line, model_from_checkpoint, read_checkpoint, save_checkpoint, set_rng_state,
+                         training_state)
+from .data import ARTISTS, DATASETS, LANGS, DistinctBatchSampler, EmojiDataset, augment, to_model_input
 from .evaluate import heldout_report, retrieval_evaluate
 from .foils import batch_foils, epoch_foils
 from .loss import SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE, distributed_clip_loss, distributed_siglip_loss
 from .model import CLIP, CLIPConfig
+from .processes import (Processes, StopSignals, TrainingInterrupted, any_process, global_mean, process_group,
+                        sum_over_processes)
 from .shapes import ShapesDataset
 from .text import trim_padding
 from .tokenizer import BPETokenizer
 
-CHECKPOINT_FORMAT = "minclip-checkpoint"
-CHECKPOINT_VERSION = 1
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the inverse temperature at 100
-DATASETS = ("emoji", "shapes")
 LOSSES = ("clip", "siglip")
 PRECISIONS = ("auto", "fp32", "bf16")
 TOKENIZERS = ("learn", "openai")
@@ -86,7 +83,7 @@ class TrainConfig:
     data: str = "emoji"  # "emoji" (the shipped bilingual set), "shapes" (procedural), or a path to your own pairs
     lang: str = "en"  # caption language: "en", "ko" or "both"
     artists: tuple[str, ...] = ("noto",)  # emoji: whose drawings to train on (data.ARTISTS); the others are unseen
-    epochs: int = 44  # passes over the training split (44 fit the 5-minute CPU budget of the main job: 227 s)
+    epochs: int = 44  # passes over the training split (44 fit the main job's 5-minute CPU budget; README)
     batch_size: int = 128  # pairs per step (over all processes); every other pair in the batch is a negative
     loss: str = "clip"  # "clip": InfoNCE, a softmax over the batch; "siglip": a sigmoid per pair, with a learned bias
     lr: float = 1e-3  # peak learning rate, reached after the warm-up
@@ -119,7 +116,7 @@ class TrainConfig:
         if not isinstance(self.data, str) or not self.data.strip():
             raise ValueError(f"data must be one of {DATASETS} or the path of your own data set, got {self.data!r}")
         self._check_own_data_options()
-        if self.lang not in ("en", "ko", "both"):
+        if self.lang not in LANGS:
             raise ValueError(f"lang must be 'en', 'ko' or 'both', got {self.lang!r}")
         self.artists = tuple(self.artists)  # JSON round trips (checkpoints) turn tuples into lists
         if not self.artists or len(set(self.artists)) != len(self.artists) or not set(self.artists) <= set(ARTISTS):
@@ -219,22 +216,11 @@ def make_autocast(precision: str, device: torch.device):
 
     bf16 keeps float32's exponent range (no loss scaling needed) with 8 bits of mantissa; the weights, gradients and
     optimiser stay float32. On GPUs it is the default. On CPUs with bf16 matrix units (Intel AMX: Sapphire Rapids and
-    later) it is an option: there a bf16 product runs about 8x faster than a float32 one; CPUs without bf16 matrix
-    units emulate or convert it and can be slower than in float32."""
+    later) it is an option, much faster there (docs/speed.md); CPUs without bf16 matrix units emulate or convert it
+    and can be slower than in float32."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return None
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto" -> CUDA if available, else Apple's MPS, else the CPU; any other name is used as given."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -266,8 +252,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig, fused: bool | None = N
 
     On the CPU and CUDA it is PyTorch's fused AdamW (`fused=None` picks it where it exists): one pass over each
     parameter instead of about eight element-wise operations, each reading and writing the whole tensor (on the CPU
-    the unfused default even loops parameter by parameter). Same update up to float rounding; 3x faster here (`tiny`:
-    3 ms instead of 10 per step). `fused=False` gives PyTorch's default implementation (the benchmark's baseline)."""
+    the unfused default even loops parameter by parameter). Same update up to float rounding, in a third of the
+    time (docs/speed.md). `fused=False` gives PyTorch's default implementation (the benchmark's baseline)."""
     groups = parameter_groups(model, config.weight_decay)
     if fused is None:
         devices = {p.device.type for group in groups for p in group["params"]}
@@ -293,85 +279,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
     return multiplier
 
 
-# ------------------------------------------------------------------------------------------------------- processes
-@dataclass(frozen=True)
-class Processes:
-    """Where this process stands: alone (rank 0 of 1), or one of `world_size` processes training one model."""
-
-    rank: int = 0  # 0 .. world_size - 1; rank 0 shows progress, evaluates and writes files
-    world_size: int = 1  # processes sharing every batch
-    device: torch.device = torch.device("cpu")  # where this process computes (GPU r for the r-th on a machine)
-    owns_group: bool = False  # this run initialised the process group, so it also destroys it at the end
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, batch_size: int) -> slice:
-        """This process's rows of a global batch: rank r of W keeps the r-th of W equal, contiguous slices.
-
-        Why not torch's `DistributedSampler`: it deals the *items* out to the processes, and each process then batches
-        its own share, so a global batch would be W local batches drawn apart. `DistinctBatchSampler` builds every
-        global batch so that no caption and no duplicate image occurs twice in it, which keeps false negatives out of
-        the loss, and the loss sees the whole global batch through the gathered features. So every process runs the
-        same seeded sampler (the same global batches) and keeps its slice, in rank order, which is where
-        `gather_features` puts it. Each process still sees a disjoint 1/W of every epoch, as with a
-        DistributedSampler, and the run is the single-process run, step for step.
-
-            >>> Processes(rank=1, world_size=2).shard(8)
-            slice(4, 8, None)
-        """
-        size = batch_size // self.world_size
-        return slice(self.rank * size, (self.rank + 1) * size)
-
-    def barrier(self) -> None:
-        """Wait until every process gets here (while rank 0 evaluates and writes, for example)."""
-        if self.world_size > 1 and self.device.type == "cuda":
-            dist.barrier(device_ids=[self.device.index])  # NCCL: on this process's GPU
-        elif self.world_size > 1:
-            dist.barrier()
-
-
-def start_processes(device: str = "auto") -> Processes:
-    """Join the process group that torchrun describes in the environment (or one already set up), else run alone.
-
-    `torchrun --nproc_per_node=N` starts N copies of the program and tells each who it is in environment variables:
-    `WORLD_SIZE` (N times the machines), `RANK` (0 .. WORLD_SIZE - 1), `LOCAL_RANK` (0 .. N - 1 on this machine: which
-    GPU to use) and `MASTER_ADDR`/`MASTER_PORT`, where they meet. Processes on GPUs talk through NCCL, one GPU each
-    (`cuda:LOCAL_RANK`); on the CPU through gloo. With `device="auto"` they take the GPUs if there are any, else the
-    CPU (gloo cannot exchange tensors on Apple's MPS). A group initialised by the caller (a test, a notebook) is used
-    as it is and left open; without either, this is one process on `pick_device(device)`.
-    """
-    owns_group = not (dist.is_available() and dist.is_initialized())
-    world_size = int(os.environ.get("WORLD_SIZE", "1")) if owns_group else dist.get_world_size()
-    if world_size == 1:
-        return Processes(device=pick_device(device))
-    if not dist.is_available():
-        raise RuntimeError(f"WORLD_SIZE={world_size} asks for several processes, but this PyTorch build has no "
-                           "torch.distributed; run a single process")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    chosen = torch.device(device)
-    if chosen.type not in ("cuda", "cpu"):
-        raise ValueError(f"several processes train on CUDA GPUs (NCCL) or on the CPU (gloo), not on {device!r}")
-    if chosen.type == "cuda":
-        if chosen.index is None:
-            chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(chosen)  # NCCL uses the current device; each process must own a different one
-    if owns_group:
-        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")  # reads torchrun's variables
-    return Processes(dist.get_rank(), world_size, chosen, owns_group)
-
-
-def global_mean(value: torch.Tensor) -> float:
-    """The mean of a scalar over all processes (its own value when alone): the loss of the whole global batch."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        value = value.detach().clone()
-        dist.all_reduce(value)  # sum over processes
-        value /= dist.get_world_size()
-    return value.item()
-
-
 # ------------------------------------------------------------------------------------------------------- data
 def load_pairs(data: str, split: str, lang: str, image_size: int, seed: int, captions: str = "train",
                artists: tuple[str, ...] = ("noto",)):
@@ -380,18 +287,6 @@ def load_pairs(data: str, split: str, lang: str, image_size: int, seed: int, cap
     if data == "emoji":
         return EmojiDataset(split, lang=lang, image_size=image_size, captions=captions, seed=seed, artists=artists)
     return ShapesDataset(split, lang=lang, image_size=image_size, seed=seed)
-
-
-def epoch_captions(dataset, epoch: int) -> list[str]:
-    """The captions of every item at `epoch` (emoji captions are drawn per epoch; shapes captions are fixed)."""
-    captions = dataset.captions
-    return list(captions(epoch)) if callable(captions) else list(captions)
-
-
-def epoch_images(dataset, epoch: int) -> torch.Tensor:
-    """The image of every item at `epoch`, uint8 (N, S, S, 3): emoji drawn by several artists show one drawing per
-    item and epoch; a dataset without `epoch_images` (shapes) has fixed images."""
-    return dataset.epoch_images(epoch) if hasattr(dataset, "epoch_images") else dataset.images
 
 
 def unseen_artists(data: str, artists) -> tuple[str, ...]:
@@ -403,213 +298,138 @@ def tokenizer_corpus(dataset, epochs: int = 4) -> list[str]:
     """Texts to learn the vocabulary from: the training captions of a few epochs (templates, names, keywords)."""
     texts = []
     for epoch in range(epochs):
-        texts += epoch_captions(dataset, epoch)
+        texts += dataset.epoch_captions(epoch)
     return texts
 
 
-# ------------------------------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write `state` atomically, with the SHA-256 of its contents: to a temporary file beside `path`, then rename it
-    over `path`.
+@dataclass
+class Batch:
+    """One step's inputs for this process."""
 
-    A crash mid-write (or a full disk) leaves the previous checkpoint intact instead of a truncated file; the stored
-    `sha256` (see `checkpoint_digest`) lets `read_checkpoint` tell a file damaged later from a good one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({**state, "sha256": checkpoint_digest(state)}, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    images: torch.Tensor  # (n, 3, S, S) float on the device: this process's rows of the global batch
+    tokens: torch.Tensor  # (n, T') on the device, trimmed to the batch's longest caption (less work)
+    foil_tokens: torch.Tensor | None  # (n', T') hard negative captions on the device, or None
+    pairs: int  # pairs in the global batch (for the pairs/s shown)
 
 
-def checkpoint_digest(state: dict) -> str:
-    """SHA-256 (hex) of everything in `state` but its own "sha256" entry, in a fixed order.
+class ShippedPairs:
+    """The emoji or shapes training split, held in memory as tensors: caption-distinct global batches, of which each
+    process keeps its slice (`Processes.shard`); captions, drawings and augmentation seeded by (seed, epoch/step)."""
 
-    Dict entries are fed in the order of their keys' repr, list items in order; a tensor feeds its dtype, shape and
-    raw bytes, any other value its repr. So one flipped bit in a weight, an optimizer moment or a number of the
-    history changes the digest, while writing and reading the same state gives the same one.
-    """
-    digest = hashlib.sha256()
+    def __init__(self, config: TrainConfig, image_size: int, processes: Processes):
+        self.config, self.image_size, self.processes = config, image_size, processes
+        self.train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed,
+                                    artists=config.artists)
+        families = [record["family"] for record in self.train_set.records] \
+            if config.family_batches and config.data == "emoji" else None
+        self.sampler = DistinctBatchSampler(self.train_set.epoch_captions, config.batch_size,
+                                            groups=getattr(self.train_set, "duplicate_groups", None), drop_last=True,
+                                            seed=config.seed, families=families)
+        self.steps_per_epoch = len(self.sampler.batches(0))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size={config.batch_size} leaves no full batch of distinct pairs in the "
+                             f"{len(self.train_set.images)} training pairs of {config.data!r}, so no step would run; "
+                             f"use a smaller batch size")
 
-    def feed(value) -> None:
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().contiguous()
-            digest.update(f"tensor {value.dtype} {tuple(value.shape)};".encode())
-            digest.update(value.reshape(-1).view(torch.uint8).numpy())  # the bytes, whatever the dtype
-        elif isinstance(value, dict):
-            digest.update(f"dict {len(value)};".encode())
-            for key in sorted(value, key=repr):
-                digest.update(f"{key!r}:".encode())
-                feed(value[key])
-        elif isinstance(value, (list, tuple)):
-            digest.update(f"{type(value).__name__} {len(value)};".encode())
-            for item in value:
-                feed(item)
-        else:  # numbers, strings, booleans, None
-            digest.update(f"{value!r};".encode())
+    def batches(self, epoch: int, position: int, tokenizer: BPETokenizer, context_length: int,
+                device: torch.device) -> Iterator[Batch]:
+        """The batches of `epoch` from its `position`-th on."""
+        config = self.config
+        captions = self.train_set.epoch_captions(epoch)
+        tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
+        images_all = self.train_set.epoch_images(epoch)  # (N, S, S, 3) uint8: this epoch's drawings
+        foils = epoch_foils(self.train_set, epoch) if config.hard_negatives else None  # one per item, or None
+        foil_tokens_all = None if foils is None else \
+            tokenizer.tokenize([foil or "" for foil in foils], context_length, truncate=True)  # (N, T)
+        first_step = epoch * self.steps_per_epoch + position
+        for step, batch in enumerate(self.sampler.batches(epoch)[position:], start=first_step):
+            index = torch.tensor(batch)
+            images = images_all[index]  # (B, S, S, 3) uint8
+            if config.augment:  # the whole global batch, in every process: the shifts and flips of one run
+                images = augment(images, [captions[i] for i in batch], generator=step_generator(config.seed, step))
+            tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T)
+            mine = self.processes.shard(len(batch))  # this process's rows (all of them when alone)
+            images, tokens = images[mine], tokens[mine]  # (n, S, S, 3), (n, T')
+            foil_tokens = None if foils is None else shard_foil_tokens(
+                batch, captions, foils, foil_tokens_all, mine, tokenizer.eot_token_id).to(device)  # (n', T')
+            yield Batch(to_model_input(images).to(device), tokens.to(device), foil_tokens, len(batch))
 
-    feed({key: value for key, value in state.items() if key != "sha256"})
-    return digest.hexdigest()
+    def tokenizer_corpus(self) -> list[str]:
+        return tokenizer_corpus(self.train_set)
 
+    def check_resumable(self, state: dict | None, path: Path | None) -> None:
+        pass  # the shipped sets do not change between runs
 
-def _first_line(error: BaseException) -> str:
-    """`"EOFError"` or `"RuntimeError: first line of the message"`: an exception in a few words."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+    def checkpoint_extras(self) -> dict:
+        return {}
 
+    def warn_problems(self) -> None:
+        pass  # every shipped pair is usable
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Read a minclip checkpoint safely (`weights_only=True`) and check its SHA-256; a clear error for anything else.
+    def validation_metrics(self, model: CLIP, tokenizer: BPETokenizer) -> dict:
+        return validation_metrics(model, tokenizer, self.config, self.image_size)
 
-    Raises FileNotFoundError (no file) or ValueError (an empty, truncated or damaged file, a foreign file, another
-    checkpoint version). A checkpoint from before the digest existed loads with a warning that it cannot be checked.
-    """
-    return _checked_checkpoint(_read_file(path), Path(path))
-
-
-def _read_file(path: str | Path):
-    """What a `torch.save` file at `path` holds, read safely; clear errors for a missing, empty or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m minclip train --out DIR`")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path} is empty (0 bytes): the run that wrote it, or the copy, did not finish; "
-                         "use another copy or train again")
-    if is_torchscript_archive(path):
-        raise ValueError(f"{path} is a TorchScript archive (OpenAI's released weights), not a minclip checkpoint; "
-                         "minclip.load reads it")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors, zip errors, unsafe globals: all mean "not our file", or a damaged one
-        raise ValueError(f"{path} is not a readable minclip checkpoint: truncated, damaged or another kind of file "
-                         f"({_first_line(error)})") from None
-
-
-def _checked_checkpoint(state, path: Path) -> dict:
-    if is_openai_state_dict(state):
-        raise ValueError(f"{path} holds OpenAI-format CLIP weights, not a minclip checkpoint; minclip.load reads it "
-                         "(and `python -m minclip search/classify/eval` do)")
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a minclip checkpoint (no '{CHECKPOINT_FORMAT}' marker); "
-                         "for OpenAI's weights use minclip.load")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path} has checkpoint version {state.get('version')}, this minclip reads "
-                         f"version {CHECKPOINT_VERSION}")
-    if "sha256" not in state:
-        warnings.warn(f"{path} holds no SHA-256 (written by an older minclip), so it cannot be checked for damage; "
-                      "it is used as it is", stacklevel=2)
-    elif state["sha256"] != checkpoint_digest(state):
-        raise ValueError(f"{path} is damaged: its contents no longer match the SHA-256 stored when it was written "
-                         "(a partial copy or a failing disk?); use another copy of it or train again")
-    return state
+    def heldout_report(self, model: CLIP, tokenizer: BPETokenizer) -> dict:
+        config = self.config
+        return heldout_report(model, tokenizer, config.data, config.lang, self.image_size, seed=config.seed,
+                              unseen_artists=unseen_artists(config.data, config.artists))
 
 
-def model_from_checkpoint(state: dict, expected: CLIPConfig | None = None) -> tuple[CLIP, BPETokenizer]:
-    """Rebuild the model and tokenizer stored in a checkpoint; `expected` must match the stored config if given."""
-    config = CLIPConfig(**state["model_config"])
-    if expected is not None and expected != config:
-        differences = {f.name: (getattr(config, f.name), getattr(expected, f.name))
-                       for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(expected, f.name)}
-        raise ValueError("the checkpoint's model config differs from this run's: "
-                         + ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in differences.items())
-                         + "; resume with the same --preset and options, or start a new --out folder")
-    model = CLIP(config)
-    model.load_state_dict(state["model"])
-    tokenizer = BPETokenizer([tuple(pair) for pair in state["tokenizer_merges"]])
-    return model, tokenizer
+class OwnPairs:
+    """Your own pairs (`config.data` is a path), read from disk step by step (minclip.captioned): each process reads
+    only its share of every batch, and unusable samples are left out and counted."""
 
+    def __init__(self, config: TrainConfig, image_size: int, processes: Processes):
+        self.config, self.processes = config, processes
+        self.data = CaptionedData(config.data, image_size, config.batch_size, processes.rank, processes.world_size,
+                                  config.seed, config.val_fraction, config.split_key, config.image_key,
+                                  config.caption_key, config.workers)
+        self.steps_per_epoch = self.data.steps_per_epoch
 
-def load(path: str | Path, device: str = "cpu"):
-    """A trained checkpoint, ready to use: `(model, preprocess, tokenizer)`, as OpenAI's `clip.load`.
+    def batches(self, epoch: int, position: int, tokenizer: BPETokenizer, context_length: int,
+                device: torch.device) -> Iterator[Batch | None]:
+        """This process's share of the batches of `epoch` from its `position`-th on; None where some process holds
+        no usable sample (then no process steps)."""
+        config, processes = self.config, self.processes
+        first_step = epoch * self.steps_per_epoch + position
+        for step, (images, captions) in enumerate(self.data.batches(epoch, position), start=first_step):
+            # images (n, S, S, 3) uint8: n < B / W where samples were unusable
+            if any_process(not captions, device):
+                yield None
+                continue
+            if config.augment:  # each process its own rows, with a generator of its own per step
+                generator = step_generator(config.seed, step * processes.world_size + processes.rank)
+                images = augment(images, captions, generator=generator)
+            tokens = tokenizer.tokenize(captions, context_length, truncate=True)  # (n, T)
+            tokens = trim_padding(tokens, tokenizer.eot_token_id)  # (n, T' <= T)
+            # no foils: hard negatives need the shipped sets' caption families (TrainConfig refuses them here)
+            yield Batch(to_model_input(images).to(device), tokens.to(device), None, config.batch_size)
 
-    `path` is a minclip checkpoint, or one of OpenAI's released files (see `load_openai`). For a minclip checkpoint,
-    `preprocess` turns uint8 images `(N, H, W, 3)` (a tensor or numpy array) or a list of PIL images into the model's
-    input `(N, 3, S, S)`: resized to the model's image size, scaled and normalised as in training. A checkpoint trained
-    on your own data (`data` = a path) gets `minclip.preprocess.CLIPPreprocess`, the shorter-side resize and centre
-    crop its training images went through.
+    def tokenizer_corpus(self) -> list[str]:
+        return self.data.tokenizer_corpus()
 
-        >>> model, preprocess, tokenizer = minclip.load("runs/tiny/checkpoint.pt")      # doctest: +SKIP
-        >>> image_features = model.encode_image(preprocess(images))                    # doctest: +SKIP
-        >>> text_features = model.encode_text(tokenizer.tokenize(["red heart"], 32))   # doctest: +SKIP
-    """
-    if Path(path).is_file() and is_torchscript_archive(path):
-        return load_openai(path, device)
-    state = _read_file(path)
-    if is_openai_state_dict(state):
-        return load_openai(path, device, state_dict=state)
-    state = _checked_checkpoint(state, Path(path))
-    model, tokenizer = model_from_checkpoint(state)
-    model = model.to(device).eval()
-    size = model.config.image_size
-    if state["train_config"].get("data", "emoji") not in DATASETS:  # trained on your photos: prepared as in training
-        from .preprocess import CLIPPreprocess  # (shorter side to S, centre crop; minclip.captioned)
+    def check_resumable(self, state: dict | None, path: Path | None) -> None:
+        """The step of a checkpoint means something only on the same data: refuse a resume on changed data."""
+        now = self.data.fingerprint()
+        if state is not None and state.get("data_index", now) != now:
+            raise ValueError(f"{self.config.data} has changed since {path} was written (then "
+                             f"{state['data_index']}, now {now}), so its step no longer says where "
+                             "the run stopped; resume on the same data, or start a new run in another folder")
 
-        return model, CLIPPreprocess(size), tokenizer
+    def checkpoint_extras(self) -> dict:
+        return {"data_index": self.data.fingerprint()}
 
-    def preprocess(images) -> torch.Tensor:
-        if isinstance(images, (list, tuple)):  # PIL images
-            images = np.stack([np.asarray(image.convert("RGB").resize((size, size), resample=4)) for image in images])
-        images = torch.as_tensor(np.asarray(images))
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be uint8 (N, H, W, 3) or a list of PIL images, got "
-                             f"{tuple(images.shape)} {images.dtype}")
-        if images.shape[1:3] != (size, size):
-            x = images.permute(0, 3, 1, 2).float()  # (N, 3, H, W)
-            x = F.interpolate(x, size=(size, size), mode="area" if images.shape[1] > size else "bilinear")
-            images = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (N, S, S, 3)
-        return to_model_input(images).to(device)
+    def warn_problems(self) -> None:
+        """The one warning about unusable samples, counted over all processes."""
+        device = self.processes.device
+        sum_counts = (lambda counts: sum_over_processes(counts, device)) if self.processes.world_size > 1 else None
+        self.data.warn_problems(sum_counts)
 
-    return model, preprocess, tokenizer
+    def validation_metrics(self, model: CLIP, tokenizer: BPETokenizer) -> dict:
+        return self.data.validation_metrics(model, tokenizer)
 
-
-def is_openai_file(path: str | Path) -> bool:
-    """Whether `load(path)` reads one of OpenAI's released files (a TorchScript archive or an OpenAI state dict)."""
-    return Path(path).is_file() and (is_torchscript_archive(path) or is_openai_state_dict(_read_file(path)))
-
-
-def is_torchscript_archive(path: str | Path) -> bool:
-    """Whether `path` is a TorchScript archive, the format of OpenAI's released `.pt` files: a zip file, like
-    `torch.save`'s, that also holds the scripted code (`NAME/code/...`) and `NAME/constants.pkl`."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def is_openai_state_dict(state) -> bool:
-    """Whether `state` is a state dict in OpenAI's layout (``visual.*`` keys beside a top-level text tower)."""
-    return isinstance(state, dict) and "text_projection" in state and "token_embedding.weight" in state \
-        and any(isinstance(key, str) and key.startswith("visual.") for key in state)
-
-
-def load_openai(path: str | Path, device: str = "cpu", state_dict: dict | None = None):
-    """OpenAI's released weights, ready to use: `(model, preprocess, tokenizer)`, as their `clip.load` gives them.
-
-    `path` is one of the TorchScript archives OpenAI released (`ViT-B-32.pt`, `RN50.pt`, ...; the addresses are in
-    README.md) or a file holding an OpenAI-format state dict (`torch.save(state_dict, path)`, as written by
-    `python -m minclip export`); `state_dict`, when given, is its already-read content. The model is minclip's CLIP
-    (ViT or OpenAI's ResNet) in float32 and eval mode, the tokenizer OpenAI's BPE (49,408 tokens), and `preprocess`
-    is `minclip.preprocess.CLIPPreprocess`: shorter side resized to the input size with bicubic interpolation, centre
-    crop, CLIP's mean and standard deviation, equal to OpenAI's on PIL images. Nothing is downloaded.
-
-        >>> model, preprocess, tokenizer = minclip.load("ViT-B-32.pt")                  # doctest: +SKIP
-        >>> image_features = model.encode_image(preprocess(Image.open("cat.jpg"))[None])  # doctest: +SKIP
-        >>> text_features = model.encode_text(tokenizer.tokenize(["a photo of a cat"]))   # doctest: +SKIP
-    """
-    from .model import load_openai_checkpoint
-    from .preprocess import CLIPPreprocess
-
-    model = load_openai_checkpoint(path) if state_dict is None else CLIP.from_openai_state_dict(state_dict)
-    tokenizer = BPETokenizer.openai()
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise ValueError(f"{path} has a vocabulary of {model.config.vocab_size} tokens, not the {tokenizer.vocab_size} "
-                         "of OpenAI's tokenizer: build it with CLIP.from_openai_state_dict and use the tokenizer it "
-                         "was trained with")
-    return model.to(device).eval(), CLIPPreprocess(model.config.image_size), tokenizer
+    def heldout_report(self, model: CLIP, tokenizer: BPETokenizer) -> dict:
+        return self.data.heldout_report(model, tokenizer)
 
 
 # ------------------------------------------------------------------------------------------------------- training
@@ -730,65 +550,6 @@ def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimize
     return global_mean(value)
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM stopped a run between two steps, after writing its checkpoint.
-
-    A KeyboardInterrupt, so code that stops on Ctrl-C still does; `step` is the number of steps done, `checkpoint`
-    the file that resumes the run (None without an out folder), `signal_number` the signal that asked to stop.
-    """
-
-    def __init__(self, step: int, checkpoint: Path | None, signal_number: int):
-        saved = f"checkpoint written to {checkpoint}" if checkpoint is not None else "nothing saved (no out folder)"
-        super().__init__(f"{signal.Signals(signal_number).name} at step {step}: {saved}")
-        self.step, self.checkpoint, self.signal_number = step, checkpoint, signal_number
-
-
-class StopSignals:
-    """While active, Ctrl-C (SIGINT) and SIGTERM only *ask* the run to stop; the loop stops between two steps.
-
-    An interrupt in the middle of a step could leave the weights updated and the step count not (or a checkpoint
-    half-assembled); deferring it to the step boundary is what makes the checkpoint written on the way out exact. A
-    second Ctrl-C while one is pending stops at once (the default behaviour). Only the main thread can own signal
-    handlers: elsewhere (a notebook's worker thread, say) this does nothing and signals behave as usual.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.received: int | None = None  # the first signal that asked to stop
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        if self.received is not None:  # asked twice: stop now
-            self._restore()
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._restore()
-
-
-def any_process(flag: bool, device: torch.device) -> bool:
-    """Whether `flag` is true in any process (its own value when alone): every process stops at the same step.
-
-    `device` is this process's: NCCL exchanges only tensors on the GPU."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        value = torch.tensor([float(flag)], device=device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
-    return flag
-
-
 def train(config: TrainConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True,
           stop_after: int | None = None) -> TrainResult:
     """Train a CLIP as `config` says, writing `out/checkpoint.pt` after every epoch (or sooner, see below).
@@ -810,15 +571,185 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
     a run whose loss or temperature stops being finite stops with an error (the last checkpoint stays as it was).
 
     Started by torchrun (or inside an initialised process group), all processes train the one model together (see
-    `start_processes`, `Processes.shard` and `train_step`): the same run as one process, computed in parallel. Rank 0
+    minclip/processes.py and `train_step`): the same run as one process, computed in parallel. Rank 0
     alone shows progress, evaluates and writes the checkpoint; the others wait for it at barriers.
     """
-    processes = start_processes(config.device)
-    try:
-        return _train(config, processes, out, resume, progress, stop_after)
-    finally:
-        if processes.owns_group:
-            dist.destroy_process_group()
+    start_time = time.perf_counter()
+    with process_group(config.device) as processes:
+        device = processes.device
+        seed_everything(config.seed)  # the same seed in every process: the same initial model
+        check_run_options(config, processes, stop_after)
+        checkpoint_path, resumed = open_output(out, resume, config, processes)
+
+        # the data, the tokenizer and the model (fresh, or as the checkpoint left them)
+        image_size = CLIPConfig.preset(config.preset, **config.model).image_size
+        data = (OwnPairs if config.own_data else ShippedPairs)(config, image_size, processes)
+        data.check_resumable(resumed, checkpoint_path)
+        model, tokenizer = model_and_tokenizer(config, data, resumed)
+        freeze_for_recipe(model, config).to(device)
+        towers = Towers(model)
+        if processes.world_size > 1:  # DDP copies rank 0's weights to all (equal anyway) and averages gradients
+            towers = DistributedDataParallel(towers, device_ids=[device.index] if device.type == "cuda" else None)
+
+        # the optimiser and its schedule: linear warm-up, then a cosine decay to zero
+        steps_per_epoch = data.steps_per_epoch
+        total_steps = total_steps_of(config, steps_per_epoch)
+        schedule = warmup_cosine(total_steps, max(1, round(config.warmup_fraction * total_steps)))
+        optimizer = make_optimizer(model, config)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        step, history = 0, new_history(model)
+        if resumed is not None:
+            step, history = restore_run(resumed, optimizer, scheduler, schedule, total_steps, steps_per_epoch,
+                                        checkpoint_path)
+        saved_step = step if resumed is not None else None  # the step of the checkpoint on disk
+
+        def save() -> None:  # rank 0 writes the checkpoint, unless the file already holds this step
+            nonlocal saved_step
+            if processes.is_main and checkpoint_path is not None and saved_step != step:
+                state = training_state(model, tokenizer, config, optimizer, scheduler, step, history)
+                save_checkpoint(checkpoint_path, {**state, **data.checkpoint_extras()})
+            saved_step = step
+
+        def interrupted(signal_number: int) -> TrainingInterrupted:  # Ctrl-C or SIGTERM: save, then stop
+            bar.close()
+            save()
+            data.warn_problems()
+            processes.barrier()
+            return TrainingInterrupted(step, checkpoint_path, signal_number)
+
+        autocast = make_autocast(config.precision, device)
+        end = total_steps if stop_after is None else min(total_steps, stop_after)
+        bar = tqdm(total=total_steps, initial=step, disable=not (progress and processes.is_main), desc="train",
+                   unit="step")
+        saved_at, tick = time.monotonic(), time.perf_counter()
+        with StopSignals() as stop:
+            while step < end:
+                epoch, position = divmod(step, steps_per_epoch)
+                model.train()
+                for batch in data.batches(epoch, position, tokenizer, model.config.context_length, device):
+                    if step >= end:
+                        break
+                    if any_process(stop.received is not None, device):  # every process stops at the same step
+                        raise interrupted(stop.received or signal.SIGTERM)
+                    if batch is None:  # your data: a process holds no usable sample, so nobody steps
+                        scheduler.step()
+                        step += 1
+                        bar.update(1)
+                        continue
+                    # the step: forward both towers, loss, backward, clip, optimiser step, temperature clamp
+                    loss = train_step(model, batch.images, batch.tokens, optimizer, config.grad_clip, autocast,
+                                      config.loss, towers, batch.foil_tokens)
+                    scheduler.step()
+                    step += 1
+                    check_finite(loss, model, step, config)
+                    temperature = log_step(history, step, loss, model, scheduler.get_last_lr()[0])
+                    now = time.perf_counter()
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", T=f"{temperature:.4f}",
+                                    pairs_s=f"{batch.pairs / max(now - tick, 1e-9):.0f}")
+                    tick = now
+                    bar.update(1)
+                    if step % steps_per_epoch and time.monotonic() - saved_at >= 60 * config.save_every_minutes:
+                        save()  # a long epoch: do not lose more than save_every_minutes of it
+                        saved_at = time.monotonic()
+
+                if step % steps_per_epoch == 0 or step >= total_steps:  # the end of an epoch (or of the run)
+                    data.warn_problems()  # after the first epoch (all processes at once): every unusable sample met
+                    finished_epochs = math.ceil(step / steps_per_epoch)
+                    if step >= total_steps or (config.eval_every and finished_epochs % config.eval_every == 0):
+                        if processes.is_main:  # one process evaluates; every process holds the same model
+                            metrics = data.validation_metrics(model, tokenizer)
+                            if metrics:  # your data without a held-out part has none
+                                history["val"].append({"step": step, **metrics})
+                                bar.write(f"epoch {finished_epochs}: val "
+                                          + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                        processes.barrier()
+                    save()  # at least one checkpoint per epoch
+                    saved_at = time.monotonic()
+            if stop.received is not None:  # asked to stop during the last evaluation
+                raise interrupted(stop.received)
+
+        bar.close()
+        data.warn_problems()
+        report = {}
+        if processes.is_main:
+            if step >= total_steps:  # finished (not interrupted on purpose by stop_after): the held-out report
+                report = data.heldout_report(model, tokenizer)
+            save()
+        processes.barrier()
+        return TrainResult(model.eval(), tokenizer, history, report, time.perf_counter() - start_time, processes.rank)
+
+
+# ------------------------------------------------------------------------------------------------------- its helpers
+def check_run_options(config: TrainConfig, processes: Processes, stop_after: int | None) -> None:
+    """The checks of a run's arguments that `TrainConfig` cannot make alone (they depend on the processes)."""
+    if config.batch_size % processes.world_size:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {processes.world_size} processes, "
+                         "which take equal shares of every batch")
+    if stop_after is not None and (not _is_int(stop_after) or stop_after < 0):
+        raise ValueError(f"stop_after must be an int >= 0 (or None), got {stop_after!r}")
+
+
+def open_output(out, resume: bool, config: TrainConfig, processes: Processes) -> tuple[Path | None, dict | None]:
+    """The checkpoint path of a run writing to `out` (None: nothing is written) and, with `resume`, the checkpoint it
+    continues, checked to be a run of `config`. Rank 0 makes sure it can write in `out` before any training."""
+    out = Path(out) if out is not None else None
+    checkpoint_path = out / "checkpoint.pt" if out is not None else None
+    if out is not None and processes.is_main:
+        check_output_folder(out)
+    resumed = read_checkpoint(checkpoint_path) if resume else None
+    if resumed is not None:
+        _check_resumable(resumed, config, checkpoint_path)
+    return checkpoint_path, resumed
+
+
+def model_and_tokenizer(config: TrainConfig, data, resumed: dict | None) -> tuple[CLIP, BPETokenizer]:
+    """The checkpoint's model and tokenizer, or a tokenizer (OpenAI's, or learned on the training captions) and a
+    fresh model sized for it."""
+    if resumed is not None:
+        return model_from_checkpoint(resumed)
+    if config.tokenizer == "openai":
+        tokenizer = BPETokenizer.openai()
+    else:
+        tokenizer = BPETokenizer.train(data.tokenizer_corpus(), config.vocab_size)
+    return build_model(config, tokenizer), tokenizer
+
+
+def new_history(model: CLIP) -> dict:
+    """What a run records: per step the loss, temperature and learning rate (SigLIP: the bias); per evaluation the
+    validation metrics."""
+    history = {"step": [], "loss": [], "temperature": [], "lr": [], "val": []}
+    if model.logit_bias is not None:
+        history["bias"] = []
+    return history
+
+
+def log_step(history: dict, step: int, loss: float, model: CLIP, lr: float) -> float:
+    """Append one step to `history`; returns the temperature T = 1 / exp(logit_scale)."""
+    temperature = math.exp(-model.logit_scale.item())
+    for key, value in (("step", step), ("loss", loss), ("temperature", temperature), ("lr", lr)):
+        history[key].append(value)
+    if "bias" in history:
+        history["bias"].append(model.logit_bias.item())
+    return temperature
+
+
+def restore_run(state: dict, optimizer, scheduler, schedule, total_steps: int, steps_per_epoch: int,
+                path: Path) -> tuple[int, dict]:
+    """Put the optimiser, scheduler and RNGs back as the checkpoint `state` left them; returns `(step, history)`.
+
+    A run given more steps than the checkpoint's continues on the schedule of the longer run from its step on."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    step = state["step"]
+    if step > total_steps:
+        raise ValueError(f"{path} is at step {step}, past the {total_steps} steps of this run; "
+                         "to continue it, give at least its epochs and max_steps")
+    stored = TrainConfig(**{**_DEFAULTS, **state["train_config"]})
+    if total_steps_of(stored, steps_per_epoch) != total_steps:  # a longer run: its schedule from this step on
+        for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base_lr * schedule(step)
+    return step, state["history"]
 
 
 def check_output_folder(folder: str | Path) -> Path:
@@ -832,7 +763,7 @@ def check_output_folder(folder: str | Path) -> Path:
     try:
         probe_writable(folder)
     except OSError as error:
-        raise ValueError(f"cannot write in the output folder {folder} ({error.strerror or _first_line(error)}); "
+        raise ValueError(f"cannot write in the output folder {folder} ({error.strerror or first_line(error)}); "
                          "choose a folder you can write to") from None
     return folder
 
@@ -851,210 +782,6 @@ def total_steps_of(config: TrainConfig, steps_per_epoch: int) -> int:
     return total if config.max_steps is None else min(total, config.max_steps)
 
 
-def _train(config: TrainConfig, processes: Processes, out, resume: bool, progress: bool,
-           stop_after: int | None) -> TrainResult:
-    start_time = time.perf_counter()
-    device = processes.device
-    seed_everything(config.seed)  # the same seed in every process: the same initial model
-    if config.batch_size % processes.world_size:
-        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {processes.world_size} processes, "
-                         "which take equal shares of every batch")
-    if stop_after is not None and (not _is_int(stop_after) or stop_after < 0):
-        raise ValueError(f"stop_after must be an int >= 0 (or None), got {stop_after!r}")
-    out = Path(out) if out is not None else None
-    checkpoint_path = out / "checkpoint.pt" if out is not None else None
-    if out is not None and processes.is_main:
-        check_output_folder(out)
-    resumed = read_checkpoint(checkpoint_path) if resume else None
-    if resumed is not None:
-        _check_resumable(resumed, config, checkpoint_path)
-
-    image_size = CLIPConfig.preset(config.preset, **config.model).image_size
-    own = None  # your own data set (a path): read from disk step by step, see minclip.captioned
-    if config.own_data:
-        own = CaptionedData(config.data, image_size, config.batch_size, processes.rank, processes.world_size,
-                            config.seed, config.val_fraction, config.split_key, config.image_key, config.caption_key,
-                            config.workers)
-        steps_per_epoch = own.steps_per_epoch
-        if resumed is not None and resumed.get("data_index", own.fingerprint()) != own.fingerprint():
-            raise ValueError(f"{config.data} has changed since {checkpoint_path} was written (then "
-                             f"{resumed['data_index']}, now {own.fingerprint()}), so its step no longer says where "
-                             "the run stopped; resume on the same data, or start a new run in another folder")
-    else:
-        train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed, artists=config.artists)
-        families = [record["family"] for record in train_set.records] \
-            if config.family_batches and config.data == "emoji" else None
-        sampler = DistinctBatchSampler(lambda epoch: epoch_captions(train_set, epoch), config.batch_size,
-                                       groups=getattr(train_set, "duplicate_groups", None), drop_last=True,
-                                       seed=config.seed, families=families)
-        steps_per_epoch = len(sampler.batches(0))
-        if steps_per_epoch == 0:
-            raise ValueError(f"batch_size={config.batch_size} leaves no full batch of distinct pairs in the "
-                             f"{len(train_set.images)} training pairs of {config.data!r}, so no step would run; "
-                             f"use a smaller batch size")
-    if resumed is not None:
-        model, tokenizer = model_from_checkpoint(resumed)
-    elif config.tokenizer == "openai":
-        tokenizer = BPETokenizer.openai()
-        model = build_model(config, tokenizer)
-    else:
-        corpus = own.tokenizer_corpus() if own is not None else tokenizer_corpus(train_set)
-        tokenizer = BPETokenizer.train(corpus, config.vocab_size)
-        model = build_model(config, tokenizer)
-    freeze_for_recipe(model, config).to(device)
-    context_length = model.config.context_length
-    towers = Towers(model)
-    if processes.world_size > 1:  # DDP copies rank 0's weights to all (equal anyway) and averages gradients
-        towers = DistributedDataParallel(towers, device_ids=[device.index] if device.type == "cuda" else None)
-
-    total_steps = total_steps_of(config, steps_per_epoch)
-    schedule = warmup_cosine(total_steps, max(1, round(config.warmup_fraction * total_steps)))
-    optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    history = {"step": [], "loss": [], "temperature": [], "lr": [], "val": []}
-    if model.logit_bias is not None:
-        history["bias"] = []
-    step = 0
-    if resumed is not None:
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        history, step = resumed["history"], resumed["step"]
-        _set_rng_state(resumed["rng"])
-        if step > total_steps:
-            raise ValueError(f"{checkpoint_path} is at step {step}, past the {total_steps} steps of this run; "
-                             "to continue it, give at least its epochs and max_steps")
-        stored = TrainConfig(**{**_DEFAULTS, **resumed["train_config"]})
-        if total_steps_of(stored, steps_per_epoch) != total_steps:  # a longer run: its schedule from this step on
-            for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
-                group["lr"] = base_lr * schedule(step)
-
-    saved_step = step if resumed is not None else None  # the step of the checkpoint on disk
-
-    def save() -> None:
-        nonlocal saved_step
-        if processes.is_main and checkpoint_path is not None and saved_step != step:
-            state = _state(model, tokenizer, config, optimizer, scheduler, step, history)
-            if own is not None:  # what the step means on disk: refuse a resume on changed data
-                state["data_index"] = own.fingerprint()
-            save_checkpoint(checkpoint_path, state)
-        saved_step = step
-
-    autocast = make_autocast(config.precision, device)
-    bar = tqdm(total=total_steps, initial=step, disable=not (progress and processes.is_main), desc="train",
-               unit="step")
-    end = total_steps if stop_after is None else min(total_steps, stop_after)
-    saved_at = time.monotonic()
-    def sum_over_processes(counts: torch.Tensor) -> None:  # in place; NCCL adds tensors on the GPU only
-        on_device = counts.to(device)
-        dist.all_reduce(on_device)
-        counts.copy_(on_device.cpu())
-
-    warn_problems = (lambda: own.warn_problems(sum_over_processes if processes.world_size > 1 else None)) \
-        if own is not None else (lambda: None)  # your data: the one warning about unusable samples
-    with StopSignals() as stop:
-        while step < end:
-            epoch, position = divmod(step, steps_per_epoch)
-            if own is None:
-                captions = epoch_captions(train_set, epoch)
-                tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
-                images_all = epoch_images(train_set, epoch)  # (N, S, S, 3) uint8: this epoch's drawings
-                foils = epoch_foils(train_set, epoch) if config.hard_negatives else None  # one per item, or None
-                foil_tokens_all = None if foils is None else \
-                    tokenizer.tokenize([foil or "" for foil in foils], context_length, truncate=True)  # (N, T)
-                batches = sampler.batches(epoch)[position:]
-            else:  # this process's share of every batch, read from disk: (images (n, S, S, 3) uint8, captions)
-                batches = own.batches(epoch, position)
-            model.train()
-            for batch in batches:
-                if step >= end:
-                    break
-                if any_process(stop.received is not None, device):  # Ctrl-C or SIGTERM: save, stop between steps
-                    bar.close()
-                    save()
-                    warn_problems()
-                    processes.barrier()
-                    raise TrainingInterrupted(step, checkpoint_path, stop.received or signal.SIGTERM)
-                tick = time.perf_counter()
-                if own is None:
-                    index = torch.tensor(batch)
-                    images = images_all[index]  # (B, S, S, 3) uint8
-                    if config.augment:  # the whole global batch, in every process: the shifts and flips of one
-                        generator = step_generator(config.seed, step)
-                        images = augment(images, [captions[i] for i in batch], generator=generator)
-                    tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T): less work
-                    mine = processes.shard(len(batch))  # this process's rows (all of them when alone)
-                    images, tokens = images[mine], tokens[mine]  # (n, S, S, 3), (n, T')
-                    foil_tokens = None if foils is None else shard_foil_tokens(
-                        batch, captions, foils, foil_tokens_all, mine, tokenizer.eot_token_id).to(device)  # (F, T')
-                else:
-                    images, batch_captions = batch  # (n, S, S, 3): n < B / W where samples were unusable
-                    if any_process(not batch_captions, device):  # a process holds no usable sample: nobody steps
-                        scheduler.step()
-                        step += 1
-                        bar.update(1)
-                        continue
-                    if config.augment:  # each process its own rows, with a generator of its own per step
-                        generator = step_generator(config.seed, step * processes.world_size + processes.rank)
-                        images = augment(images, batch_captions, generator=generator)
-                    tokens = tokenizer.tokenize(batch_captions, context_length, truncate=True)  # (n, T)
-                    tokens = trim_padding(tokens, tokenizer.eot_token_id)  # (n, T' <= T)
-                    batch = range(config.batch_size)  # for the pairs/s shown
-                    foil_tokens = None  # hard negatives need the shipped sets' caption families (checked at start)
-                images, tokens = to_model_input(images).to(device), tokens.to(device)  # (n, 3, S, S), (n, T')
-                loss = train_step(model, images, tokens, optimizer, config.grad_clip, autocast, config.loss, towers,
-                                  foil_tokens)
-                scheduler.step()
-                step += 1
-                _check_finite(loss, model, step, config)
-                temperature = math.exp(-model.logit_scale.item())
-                for key, value in (("step", step), ("loss", loss), ("temperature", temperature),
-                                   ("lr", scheduler.get_last_lr()[0])):
-                    history[key].append(value)
-                if "bias" in history:
-                    history["bias"].append(model.logit_bias.item())
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", T=f"{temperature:.4f}",
-                                pairs_s=f"{len(batch) / (time.perf_counter() - tick):.0f}")
-                bar.update(1)
-                if step % steps_per_epoch and time.monotonic() - saved_at >= 60 * config.save_every_minutes:
-                    save()  # a long epoch: do not lose more than save_every_minutes of it
-                    saved_at = time.monotonic()
-            end_of_epoch = step % steps_per_epoch == 0 or step >= total_steps
-            finished_epochs = math.ceil(step / steps_per_epoch)
-            evaluate = step >= total_steps or (config.eval_every and finished_epochs % config.eval_every == 0)
-            if end_of_epoch:
-                warn_problems()  # after the first epoch (all processes at once): every unusable sample was met
-            if end_of_epoch and evaluate:
-                if processes.is_main:  # one process evaluates and writes; every process holds the same model
-                    metrics = validation_metrics(model, tokenizer, config, image_size) if own is None \
-                        else own.validation_metrics(model, tokenizer)
-                    if metrics:  # your data without a held-out part has none
-                        history["val"].append({"step": step, **metrics})
-                        bar.write(f"epoch {finished_epochs}: val "
-                                  + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-                processes.barrier()
-            if end_of_epoch:
-                save()  # at least one checkpoint per epoch
-                saved_at = time.monotonic()
-        if stop.received is not None:  # asked to stop during the last evaluation
-            bar.close()
-            save()
-            warn_problems()
-            processes.barrier()
-            raise TrainingInterrupted(step, checkpoint_path, stop.received)
-    bar.close()
-    warn_problems()
-    report = {}
-    if processes.is_main:
-        if step >= total_steps and own is not None:  # finished: the held-out report
-            report = own.heldout_report(model, tokenizer)
-        elif step >= total_steps:  # finished (not interrupted on purpose by stop_after): the held-out report
-            report = heldout_report(model, tokenizer, config.data, config.lang, image_size, seed=config.seed,
-                                    unseen_artists=unseen_artists(config.data, config.artists))
-        save()
-    processes.barrier()
-    return TrainResult(model.eval(), tokenizer, history, report, time.perf_counter() - start_time, processes.rank)
-
-
 def shard_foil_tokens(batch: list[int], captions: list[str], foils: list, foil_tokens: torch.Tensor, shard: slice,
                       eot_token_id: int) -> torch.Tensor:
     """The tokens `(n', T')` of the foils that this process's rows (`shard` of the global `batch`) bring to the loss.
@@ -1067,7 +794,7 @@ def shard_foil_tokens(batch: list[int], captions: list[str], foils: list, foil_t
     return trim_padding(foil_tokens[mine], eot_token_id)  # (n', T')
 
 
-def _check_finite(loss: float, model: CLIP, step: int, config: TrainConfig) -> None:
+def check_finite(loss: float, model: CLIP, step: int, config: TrainConfig) -> None:
     """Stop a diverged run with an error that names the likely cause, instead of training on NaNs."""
     if not (math.isfinite(loss) and -700 < model.logit_scale.item() < 700):  # else exp(-logit_scale) overflows
         raise ValueError(f"training diverged at step {step}: the loss is {loss} and logit_scale "
@@ -1079,7 +806,7 @@ def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig
     """Recall@1 and @5 on the validation split: each plain-name caption against every validation image."""
     lang = "en" if config.lang == "both" else config.lang
     val = load_pairs(config.data, "val", lang, image_size, config.seed, captions="eval")
-    captions = epoch_captions(val, 0)
+    captions = val.epoch_captions(0)
     result = retrieval_evaluate(model, tokenizer, to_model_input(val.images), captions, list(range(len(captions))),
                                 ks=(1, 5))
     return {f"{direction}_R@{k}": result[direction][f"R@{k}"]
@@ -1137,30 +864,3 @@ def trained_with(path: str | Path, config: TrainConfig) -> bool:
     the finished run at once, or continues the interrupted one.
     """
     return Path(path).is_file() and _same_options(read_checkpoint(path), config)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-             "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 0, 0, 0.0))
-    random.setstate((3, tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _state(model, tokenizer, config, optimizer, scheduler, step, history) -> dict:
-    return {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-        "model": model.state_dict(), "model_config": model.config.to_dict(),
-        "train_config": dataclasses.asdict(config),
-        "tokenizer_merges": [list(pair) for pair in tokenizer.merges],
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "step": step, "history": history, "rng": _rng_state(),
-    }

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from minclip.evaluate import (binding_accuracy, encode_images, encode_texts, heldout_pairs,  # noqa: E402
-                              retrieval_recall, within_family_accuracy)
+from minclip.evaluate import (binding_accuracy, binding_scores, encode_images, encode_texts,  # noqa: E402
+                              heldout_pairs, retrieval_recall, within_family_accuracy)
 from minclip.data import EmojiDataset, to_model_input  # noqa: E402
 from minclip.shapes import generate_scene, render_scenes  # noqa: E402
 from minclip.train import TrainConfig, train, trained_with  # noqa: E402
@@ -93,11 +93,10 @@ def measure_shapes(model, tokenizer, seed: int) -> dict:
     image_features = encode_images(model, heldout.model_input)  # (N, E)
     true_text = encode_texts(model, tokenizer, heldout.test_captions)  # (N, E)
     row = {"R@1": retrieval_recall(true_text @ image_features.T, heldout.test_indices, ks=(1,))["text_to_image"]["R@1"]}
-    true_scores = (image_features * true_text).sum(dim=1)  # (N,)
     for kind in KINDS:
         foil_text = encode_texts(model, tokenizer, [foils[kind] for foils in heldout.foils])  # (N, E)
-        foil_scores = (image_features * foil_text).sum(dim=1)
-        row[f"binding {kind}"] = binding_accuracy(true_scores, foil_scores[:, None])["accuracy"]
+        scores = binding_scores(image_features, true_text, foil_text[:, None])  # (N,), (N, 1)
+        row[f"binding {kind}"] = binding_accuracy(*scores)["accuracy"]
         row[f"text cosine {kind}"] = (true_text * foil_text).sum(dim=1).mean().item()
     scenes = [generate_scene("test", seed, i) for i in range(len(heldout.test_captions))]  # the test split's scenes
     size = model.config.image_size

@@ -1,4 +1,5 @@
-"""Reference implementations the tests compare against, loaded file by file from installed wheels.
+"""Reference implementations the tests (and benchmarks/bench.py) compare against, loaded file by file from installed
+wheels.
 
 OpenAI's CLIP (`clip-anytorch` on PyPI) and open_clip (`open-clip-torch`) are installed by `make setup` without their
 dependencies. Their package `__init__` files import torchvision, which minclip does not use, so we load only the
@@ -20,32 +21,40 @@ import sysconfig
 import types
 from pathlib import Path
 
-import pytest
+INSTALL = "pip install --no-deps clip-anytorch==2.6.0 open-clip-torch==3.3.0"
 
 
-def _site_file(package: str, filename: str) -> Path:
+def _site_file(package: str, filename: str, required: bool = True) -> Path | None:
+    """The installed file `package/filename`; when it is missing, None, or (`required`) the test fails saying how to
+    install it."""
     for key in ("purelib", "platlib"):
         path = Path(sysconfig.get_paths()[key]) / package / filename
         if path.exists():
             return path
-    pytest.fail(
-        f"reference file {package}/{filename} not found; install the references with "
-        "`pip install --no-deps clip-anytorch==2.6.0 open-clip-torch==3.3.0` (make setup does this)"
-    )
+    if not required:
+        return None
+    import pytest  # only the tests need it
+
+    pytest.fail(f"reference file {package}/{filename} not found; install the references with `{INSTALL}` "
+                "(make setup does this)")
 
 
 @functools.cache
-def _load(package: str, filename: str):
-    path = _site_file(package, filename)
+def _load(package: str, filename: str, required: bool = True):
+    """One file of an installed wheel, imported on its own (not through its package's `__init__`)."""
+    path = _site_file(package, filename, required)
+    if path is None:
+        return None
     spec = importlib.util.spec_from_file_location(f"reference_{package}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def openai_clip_model():
-    """OpenAI's `clip/model.py` (CLIP, build_model, VisionTransformer, ...)."""
-    return _load("clip", "model.py")
+def openai_clip_model(required: bool = True):
+    """OpenAI's `clip/model.py` (CLIP, build_model, VisionTransformer, ...); None if it is not installed and not
+    `required` (the benchmark then skips its comparison)."""
+    return _load("clip", "model.py", required)
 
 
 def openai_simple_tokenizer():
@@ -71,6 +80,8 @@ def torchvision():
     beside the CPU build of torch; it is replaced by an empty module, which only the compiled operators miss.
     """
     if importlib.util.find_spec("torchvision") is None:
+        import pytest
+
         pytest.skip("torchvision is not installed; it is a test-only reference: "
                     "pip install --no-deps torchvision==0.28.0 (make setup does this)")
     name = "torchvision._meta_registrations"

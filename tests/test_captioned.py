@@ -24,8 +24,9 @@ from PIL import Image
 
 from minclip.__main__ import main
 from minclip.captioned import CaptionedData, data_format, decode_image, expand_braces, read_index
+from minclip.checkpoint import load, read_checkpoint
 from minclip.preprocess import CLIPPreprocess
-from minclip.train import TrainConfig, load, read_checkpoint, train
+from minclip.train import TrainConfig, train
 
 train_module = importlib.import_module("minclip.train")
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]

@@ -369,7 +369,7 @@ def test_export_for_openai_and_open_clip(run, openai_weights, tmp_path, capsys):
     import torch
 
     from minclip.model import load_openai_checkpoint
-    from minclip.train import load
+    from minclip.checkpoint import load
 
     model = load(run / "checkpoint.pt")[0]
     assert main(["export", str(run / "checkpoint.pt"), str(tmp_path / "nano.pt")]) == 0

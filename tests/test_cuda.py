@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from minclip.checkpoint import load
 from minclip.model import CLIP, CLIPConfig
-from minclip.train import TrainConfig, load, make_optimizer, train, train_step
+from minclip.train import TrainConfig, make_optimizer, train, train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader
 
 import minclip.data as data
 from minclip.data import (
-    ARTISTS, CLIP_MEAN, CLIP_STD, DATA_DIR, TEMPLATES, Collate, DistinctBatchSampler, EmojiDataset, augment,
-    flip_allowed, from_model_input, load_artist, load_emoji, make_caption, resize_images, show_gallery,
-    to_model_input, verify_files,
+    ARTISTS, CLIP_MEAN, CLIP_STD, DATA_DIR, TEMPLATES, DistinctBatchSampler, EmojiDataset, augment, flip_allowed,
+    from_model_input, load_artist, load_emoji, make_caption, resize_images, to_model_input, verify_files,
 )
+from minclip.plots import show_gallery
 
 matplotlib.use("Agg")
 
@@ -487,18 +487,11 @@ def test_augment_shifts_then_mirrors_and_leaves_its_input_alone():
     assert 4 < sum(kinds) < 28  # about half are mirror images of a shifted copy
 
 
-# --------------------------------------------------------------------------------------------- collate, sampler
-def test_collate_shapes_dtypes_and_values():
-    dataset = EmojiDataset("val", image_size=16, captions="eval")
-    batch = [dataset[i] for i in range(6)]
-    images, tokens = Collate(WhitespaceTokenizer(), context_length=20)(batch)
-    assert images.shape == (6, 3, 16, 16) and images.dtype == torch.float32
-    assert tokens.shape == (6, 20) and tokens.dtype == torch.long
-    torch.testing.assert_close(images, to_model_input(dataset.images[:6]))
-    augmented, _ = Collate(WhitespaceTokenizer(), context_length=20, augment=True)(batch)
-    assert augmented.shape == images.shape
-    with pytest.raises(TypeError, match="tokenizer must have a .tokenize"):
-        Collate(object())
+# --------------------------------------------------------------------------------------------- sampler
+def collate(batch):
+    """(uint8 image, caption) items -> model input (B, 3, S, S) and tokens (B, 40), as a DataLoader's collate_fn."""
+    images = torch.stack([torch.as_tensor(image) for image, _ in batch])  # (B, S, S, 3)
+    return to_model_input(images), WhitespaceTokenizer().tokenize([caption for _, caption in batch], 40)
 
 
 def _assert_valid_batches(batches, captions, groups, n, batch_size):
@@ -560,7 +553,7 @@ def test_sampler_with_many_repeated_captions():
 def test_sampler_changes_training_captions_per_epoch_and_works_with_a_dataloader():
     train = EmojiDataset("train", lang="both", image_size=8, seed=0)
     sampler = DistinctBatchSampler(train.captions, 128, groups=train.duplicate_groups)
-    loader = DataLoader(train, batch_sampler=sampler, collate_fn=Collate(WhitespaceTokenizer(), 40, augment=True))
+    loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate)
     for epoch in (0, 1):
         train.set_epoch(epoch)
         sampler.set_epoch(epoch)

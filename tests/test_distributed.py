@@ -23,8 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 train_module = importlib.import_module("minclip.train")  # the module (minclip.train is also the function)
 from minclip.loss import SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE
 from minclip.model import CLIP, CLIPConfig
-from minclip.train import Processes, TrainConfig, Towers, parameter_groups, read_checkpoint, start_processes, train, \
-    train_step
+from minclip.checkpoint import read_checkpoint
+from minclip.processes import Processes, start_processes
+from minclip.train import TrainConfig, Towers, parameter_groups, train, train_step
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="needs torch.distributed with gloo")

@@ -236,7 +236,8 @@ def checkpoint(tiny, tmp_path_factory):
     """The tiny model saved as a minclip checkpoint (what `load` reads; no optimiser state needed)."""
     import dataclasses
 
-    from minclip.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainConfig, save_checkpoint
+    from minclip.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+    from minclip.train import TrainConfig
 
     model, tokenizer = tiny
     path = tmp_path_factory.mktemp("generate") / "checkpoint.pt"

@@ -346,7 +346,7 @@ def test_load_reads_openai_files_with_their_tokenizer_and_preprocess(openai_file
 
 def test_load_refuses_openai_weights_that_openai_tokenizer_does_not_fit(tmp_path):
     import minclip
-    from minclip.train import read_checkpoint
+    from minclip.checkpoint import read_checkpoint
 
     torch.save(reference_model("small-vocab").state_dict(), tmp_path / "small.pt")
     with pytest.raises(ValueError, match="has a vocabulary of 12 tokens, not the 49408 of OpenAI's tokenizer: build "
@@ -358,7 +358,7 @@ def test_load_refuses_openai_weights_that_openai_tokenizer_does_not_fit(tmp_path
 
 
 def test_read_checkpoint_names_a_torchscript_archive(openai_files):
-    from minclip.train import read_checkpoint
+    from minclip.checkpoint import read_checkpoint
 
     with pytest.raises(ValueError, match="is a TorchScript archive \\(OpenAI's released weights\\), not a minclip "
                                          "checkpoint; minclip.load reads it"):

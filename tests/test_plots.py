@@ -9,10 +9,10 @@ import torch  # noqa: E402
 from minclip import plots  # noqa: E402
 
 
-def test_similarity_matrix_shows_every_image_column_and_caption_row():
+def test_plot_similarity_matrix_shows_every_image_column_and_caption_row():
     similarity = torch.linspace(-1, 1, 3 * 5).view(3, 5)  # (captions, images)
     images = torch.zeros(5, 8, 8, 3, dtype=torch.uint8)
-    figure = plots.similarity_matrix(similarity, images, ["a", "b", "c"])
+    figure = plots.plot_similarity_matrix(similarity, images, ["a", "b", "c"])
     axis = figure.axes[0]
     assert axis.get_xlim() == (0, 5)  # the thumbnails drawn last must not shrink the view to the last column
     assert axis.get_ylim() == (3, -1)  # every caption row, plus the thumbnail strip above them

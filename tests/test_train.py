@@ -12,14 +12,15 @@ import pytest
 import torch
 
 
+from minclip.checkpoint import load, model_from_checkpoint, read_checkpoint, save_checkpoint
 from minclip.data import EmojiDataset, to_model_input
 from minclip.loss import clip_loss
 from minclip.model import CLIP, CLIPConfig
 from minclip.tokenizer import BPETokenizer
 from minclip.loss import SIGLIP_INIT_BIAS
-from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, TrainingInterrupted, build_model, load, make_autocast,
-                           make_optimizer, model_from_checkpoint, parameter_groups, read_checkpoint, save_checkpoint,
-                           train, train_step, trained_with, unseen_artists, warmup_cosine)
+from minclip.train import (MAX_LOGIT_SCALE, TrainConfig, TrainingInterrupted, build_model, make_autocast,
+                           make_optimizer, parameter_groups, train, train_step, trained_with, unseen_artists,
+                           warmup_cosine)
 
 train_module = sys.modules["minclip.train"]  # the module (`minclip.train` is also the name of its function)
 

@@ -1,10 +1,10 @@
 """Benchmarks: how fast minclip trains, how much of the machine's matmul peak it uses, and how it compares with
 OpenAI's own CLIP code on the same model, the same weights and the same data. A script that prints figures, not a test.
 
-    python -m minclip.bench                                     # tiny, ref128 and ref64 on this machine
-    python -m minclip.bench --preset tiny small --steps 20
-    python -m minclip.bench --preset ref128 --compare-openai --threads 2
-    python -m minclip.bench --preset nano --steps 1             # a smoke test: seconds
+    python benchmarks/bench.py                                  # tiny, ref128 and ref64 on this machine
+    python benchmarks/bench.py --preset tiny small --steps 20
+    python benchmarks/bench.py --preset ref128 --compare-openai --threads 2     # what `make bench` runs
+    python benchmarks/bench.py --preset nano --steps 1          # a smoke test: seconds
 
 For each configuration it prints, then sums up in a Markdown table ready for the README (with the CPU or GPU, the
 torch version and the thread count):
@@ -16,8 +16,9 @@ torch version and the thread count):
   augmentation, conversion to normalised floats, trimming the padding off the tokens, the copy to the device), plus
   the per-epoch work (drawing the captions, tokenising them, making the batches) spread over the epoch's steps;
 * **forward pairs/s**: inference, ``model(images, tokens)`` without gradients;
-* **GFLOP/s** and **share of peak**: the matrix products of the step counted analytically (:func:`matmul_flops`)
-  over the step time, against the GFLOP/s of a large square matmul (:func:`matmul_peak`) timed just before every
+* **GFLOP/s** and **share of peak**: the matrix products of the step counted analytically
+  (:func:`minclip.flops.matmul_flops`) over the step time, against the GFLOP/s of a large square matmul
+  (:func:`minclip.flops.matmul_peak`) timed just before every
   timed step. A shared or virtual machine's peak can move during a run (on this project's 2-core VM it swings between
   about 160 and 320 GFLOP/s, as if the two virtual cores were sometimes one core's two hyperthreads): each step is
   set against the peak of its own moment, and the table shows the peaks' range beside the median share;
@@ -27,7 +28,8 @@ torch version and the thread count):
 * with ``--breakdown`` (CPU): a step's time split by the profiler into the matrix products, the optimiser and
   everything else, and the GFLOP/s inside the products alone (:func:`step_breakdown`): what limits the share of peak;
   and the ceiling of that share: the step's products replayed back to back with nothing between them;
-* with ``--compare-openai``: OpenAI's reference ``clip/model.py`` (from the ``clip-anytorch`` wheel), built with the
+* with ``--compare-openai``: OpenAI's reference ``clip/model.py`` (from the ``clip-anytorch`` wheel, loaded as the
+  tests load it, :mod:`tests.references`), built with the
   same architecture, holding the same weights (copied with :meth:`minclip.model.CLIP.to_openai_state_dict` and checked
   to give the same logits), trained by the same step function, optimiser and batches. Its code needs every batch
   padded to the full context, so the ratio is given on identical full-length tokens (the model code alone) and
@@ -42,8 +44,8 @@ Images larger than the shipped 64 px (OpenAI's 224 px presets) are random pixels
 pipeline. Timings on a machine shared with other work are noisy: compare figures from one run, and quote figures
 from an idle machine.
 
-How it fits: the top of the import order. It reuses train.py's step, parameter groups, model building and data
-helpers, so it times what training runs; nothing in the package imports it.
+How it fits: a tool beside the package, not part of it. It reuses train.py's step, parameter groups, model building
+and data helpers, so it times what training runs; nothing in the package imports it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ import copy
 import ctypes
 import functools
 import gc
-import importlib.util
 import os
 import platform
 import re
@@ -70,13 +71,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DistinctBatchSampler, augment, to_model_input
-from .attention import IMPLEMENTATIONS
-from .model import CLIP, PRESETS, CLIPConfig
-from .text import first_eot_index, trim_padding
-from .tokenizer import BPETokenizer
-from .train import (PRECISIONS, TrainConfig, build_model, epoch_captions, load_pairs, make_autocast, make_optimizer,
-                    pick_device, step_generator, tokenizer_corpus, train_step)
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: time the checkout's minclip; load OpenAI's code as the tests do
+    sys.path.insert(0, str(ROOT))
+
+from minclip.attention import IMPLEMENTATIONS  # noqa: E402 (after the path is set)
+from minclip.data import SHIPPED_SIZE, DistinctBatchSampler, augment, to_model_input  # noqa: E402
+from minclip.flops import matmul_flops, matmul_peak, synchronize  # noqa: E402
+from minclip.model import CLIP, PRESETS, CLIPConfig  # noqa: E402
+from minclip.processes import pick_device  # noqa: E402
+from minclip.text import first_eot_index, trim_padding  # noqa: E402
+from minclip.tokenizer import BPETokenizer  # noqa: E402
+from minclip.train import (PRECISIONS, TrainConfig, build_model, load_pairs,  # noqa: E402
+                           make_autocast, make_optimizer, step_generator, tokenizer_corpus, train_step)
+from tests.references import openai_clip_model  # noqa: E402
 
 # The shapes of the issue's reference measurements (OpenAI's code on a 2-core CPU): a width-128 ViT CLIP with 4 + 4
 # blocks on 32 x 32 images in 4 x 4 patches, context 32, and a width-64 one with 2 + 2 blocks and 8 x 8 patches,
@@ -94,93 +102,10 @@ REFERENCE_SHAPES.update({f"ref{width}": {**REFERENCE_SHAPES["ref128"], "embed_di
                                           "text_width": width, "vision_heads": width // 64, "text_heads": width // 64}
                          for width in (256, 512)})
 CONFIG_NAMES = [*PRESETS, *REFERENCE_SHAPES]
-SHIPPED_IMAGE_SIZE = 64  # the emoji set's largest size; larger models get random pixels
 OPENAI_INSTALL = "pip install --no-deps clip-anytorch==2.6.0"
 
 
-# ------------------------------------------------------------------------------------------------------- counting
-def matmul_flops(config: CLIPConfig, batch: int, training: bool = True, text_length: int | None = None) -> int:
-    """Floating-point operations of the matrix products in one forward pass (or one training step) of a ViT CLIP.
-
-    A product ``(m, k) @ (k, n)`` costs ``2 m k n`` (a multiply and an add per term). With ``B`` pairs, ``N`` image
-    patches of ``P x P`` pixels, ``T`` tokens in a tower of width ``D`` (``T = N + 1`` in the image tower, with the
-    class token; ``T = text_length`` in the text tower) and embedding size ``E``, a forward pass costs::
-
-        patch embedding   2 B N (3 P^2) D         conv1 is one matrix product per patch
-        per block         2 B T D (3D)            q, k and v
-                          2 B T T D  (twice)      scores q k^T and weights @ v: H heads of D/H channels each
-                          2 B T D D               output projection
-                          2 B T D (4D)  (twice)   the MLP, D -> 4D -> D
-        last block        the same with 1 query   with ``config.fast_path`` (``minclip/speedups.py``, what training
-                          (T' = 1) except k, v    runs): q, scores, weighted sum, output projection and MLP for
-                                                  the pooled token alone
-        projections       2 B D E  (per tower)    the pooled token only (class token, end-of-text token)
-        logits            2 B B E                 every image against every text
-
-    A training step adds the backward pass: two products per forward product (the gradient of its input and that of
-    its weight), except the patch embedding, whose input (the images) needs no gradient. Element-wise work
-    (LayerNorm, softmax, the activation, the optimiser) is left out: the count measures how busy the matrix units
-    are. ``text_length`` defaults to ``config.context_length``; training trims batches to their longest caption.
-
-        >>> config = CLIPConfig.preset("tiny", fast_path=True)   # as training builds it
-        >>> round(matmul_flops(config, batch=128) / 1e9, 1)    # GFLOP, training step, batch 128, 32 text tokens
-        25.3
-        >>> round(matmul_flops(config, batch=128, text_length=20) / 1e9, 1)   # a batch trimmed to 20 tokens
-        19.2
-    """
-    if config.image_encoder != "vit":
-        raise ValueError("matmul_flops counts ViT models; this config's image_encoder is "
-                         f"{config.image_encoder!r}")
-    T_text = config.context_length if text_length is None else text_length
-    if not 1 <= T_text <= config.context_length:
-        raise ValueError(f"text_length must be in 1..context_length={config.context_length}, got {text_length}")
-
-    def block(queries: int, tokens: int, width: int) -> int:  # `queries` of the `tokens` positions are computed
-        return (2 * queries * width * width + 2 * tokens * width * (2 * width)  # q; k and v
-                + 2 * (2 * queries * tokens * width)  # scores and weighted sum
-                + 2 * queries * width * width + 2 * (2 * queries * width * 4 * width))  # out projection; MLP
-
-    def tower(tokens: int, width: int, layers: int) -> int:  # fast_path: the last block computes the read token only
-        read = 1 if config.fast_path else tokens
-        return batch * ((layers - 1) * block(tokens, tokens, width) + block(read, tokens, width)) if layers else 0
-
-    patches = (config.image_size // config.patch_size) ** 2
-    patch_embedding = 2 * batch * patches * (3 * config.patch_size**2) * config.vision_width
-    forward_rest = (tower(patches + 1, config.vision_width, config.vision_layers)
-                    + tower(T_text, config.text_width, config.text_layers)
-                    + 2 * batch * (config.vision_width + config.text_width) * config.embed_dim
-                    + 2 * batch * batch * config.embed_dim)
-    if not training:
-        return patch_embedding + forward_rest
-    return 2 * patch_embedding + 3 * forward_rest
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None,
-                repeats: int = 5, clock=time.perf_counter) -> float:
-    """GFLOP/s of one large square matrix product (best of ``repeats``): the ceiling the model's products aim at.
-
-    The operands and the output are made once per (device, dtype, size) and kept, so probing between training steps
-    allocates nothing (and adds nothing to the peak memory measured around those steps)."""
-    size = size or (2048 if device.type == "cpu" else 8192)  # 2048: as fast per FLOP as 4096 on a CPU, 8x quicker
-    a, b, out = _probe_operands(device, dtype, size)
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        start = clock()
-        torch.matmul(a, b, out=out)
-        _sync(device)
-        best = min(best, clock() - start)
-    return 2 * size**3 / best / 1e9
-
-
-@functools.lru_cache(maxsize=2)
-def _probe_operands(device: torch.device, dtype: torch.dtype, size: int) -> tuple[torch.Tensor, ...]:
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    out = a @ b  # warm-up: thread pools, GPU clocks, cuBLAS heuristics
-    return a, b, out
-
-
+# ------------------------------------------------------------------------------------------------------- peak
 def peak_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """The dtype the step's products run in (``precision`` as ``TrainConfig.precision``): bf16 under autocast."""
     return torch.float32 if make_autocast(precision, device) is None else torch.bfloat16
@@ -190,14 +115,6 @@ def peak_range(peaks: list[float]) -> str:
     """'163–318' (lowest–highest), or one number when they agree to 5 %."""
     low, high = min(peaks), max(peaks)
     return f"{high:,.0f}" if high <= 1.05 * low else f"{low:,.0f}–{high:,.0f}"
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a clock read after it includes that work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 # ------------------------------------------------------------------------------------------------------- memory
@@ -254,11 +171,11 @@ class EmojiBatches:
 
     def __init__(self, image_size: int, context_length: int, batch_size: int, tokenizer: BPETokenizer,
                  device: torch.device, seed: int = 0, clock=time.perf_counter):
-        self.dataset = load_pairs("emoji", "train", "en", min(image_size, SHIPPED_IMAGE_SIZE), seed)
-        self.random_pixels = image_size > SHIPPED_IMAGE_SIZE
+        self.dataset = load_pairs("emoji", "train", "en", min(image_size, SHIPPED_SIZE), seed)
+        self.random_pixels = image_size > SHIPPED_SIZE  # the emoji set has no larger images
         self.image_size, self.context_length, self.batch_size = image_size, context_length, batch_size
         self.tokenizer, self.device, self.seed, self.clock = tokenizer, device, seed, clock
-        self.sampler = DistinctBatchSampler(lambda epoch: epoch_captions(self.dataset, epoch), batch_size,
+        self.sampler = DistinctBatchSampler(self.dataset.epoch_captions, batch_size,
                                             groups=self.dataset.duplicate_groups, drop_last=True, seed=seed)
         self.steps_per_epoch = len(self.sampler.batches(0))
         if self.steps_per_epoch == 0:
@@ -268,7 +185,7 @@ class EmojiBatches:
 
     def _start_epoch(self, epoch: int) -> None:
         start = self.clock()
-        self.captions = epoch_captions(self.dataset, epoch)
+        self.captions = self.dataset.epoch_captions(epoch)
         self.tokens = self.tokenizer.tokenize(self.captions, self.context_length, truncate=True)  # (N, T)
         self.batches = self.sampler.batches(epoch)
         self.epoch = epoch
@@ -292,7 +209,7 @@ class EmojiBatches:
         tokens = trim_padding(full_tokens, self.tokenizer.eot_token_id)  # (B, T' <= T)
         images, tokens = to_model_input(images).to(self.device), tokens.to(self.device)
         full_tokens = full_tokens.to(self.device)
-        _sync(self.device)
+        synchronize(self.device)
         return Batch(images, tokens, full_tokens, self.clock() - start + self.epoch_seconds_per_step)
 
 
@@ -300,7 +217,7 @@ class EmojiBatches:
 @functools.cache
 def emoji_tokenizer() -> BPETokenizer:
     """The BPE tokenizer ``python -m minclip train`` learns: the training captions, the default vocabulary size."""
-    train_set = load_pairs("emoji", "train", "en", SHIPPED_IMAGE_SIZE, seed=TrainConfig().seed)
+    train_set = load_pairs("emoji", "train", "en", SHIPPED_SIZE, seed=TrainConfig().seed)
     return BPETokenizer.train(tokenizer_corpus(train_set), TrainConfig().vocab_size)
 
 
@@ -317,20 +234,8 @@ def bench_model(name: str, tokenizer: BPETokenizer, **overrides) -> CLIP:
 
 
 def openai_reference():
-    """OpenAI's ``clip/model.py`` from the installed ``clip-anytorch`` wheel, or ``None`` if it is not installed.
-
-    Loaded as a single file: the package's ``__init__`` imports torchvision, which minclip does not need.
-    """
-    spec = importlib.util.find_spec("clip")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "model.py"
-    if not path.is_file():
-        return None
-    module_spec = importlib.util.spec_from_file_location("minclip_bench_openai_clip_model", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    """OpenAI's ``clip/model.py`` from the installed ``clip-anytorch`` wheel, or ``None`` if it is not installed."""
+    return openai_clip_model(required=False)
 
 
 class OpenAIAdapter(nn.Module):
@@ -522,10 +427,10 @@ def replay_products(shapes: list[tuple[str, list]], dtype: torch.dtype = torch.f
 
 def timed_train_step(model, optimizer, images, tokens, device: torch.device, clock, autocast=None) -> float:
     """Seconds of one :func:`minclip.train.train_step` (with training's gradient clipping), the device synchronised."""
-    _sync(device)
+    synchronize(device)
     start = clock()
     train_step(model, images, tokens, optimizer, TrainConfig().grad_clip, autocast)
-    _sync(device)
+    synchronize(device)
     return clock() - start
 
 
@@ -576,10 +481,10 @@ def bench_one(name: str, args, tokenizer: BPETokenizer, device: torch.device, cl
         for i in range(args.warmup + args.steps):
             batch = data.get(step)
             step += 1
-            _sync(device)
+            synchronize(device)
             start = clock()
             model(batch.images, batch.tokens)
-            _sync(device)
+            synchronize(device)
             if i >= args.warmup:
                 forward_times.append(clock() - start)
     del model, optimizer
@@ -694,7 +599,7 @@ def markdown_table(results: list[Result]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m minclip.bench",
+        prog="python benchmarks/bench.py",
         description="Time minclip's training step, inference and data pipeline per configuration; count the "
                     "matmul GFLOP/s against this machine's peak; optionally compare with OpenAI's CLIP code.",
         epilog="configurations: " + ", ".join(CONFIG_NAMES) + ". ref128 and ref64 are the reference shapes of "
@@ -770,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_one(name, args, tokenizer, device, clock, reference, attn_impl))
     peaks = [p for r in results for p in r.matmul_peaks]
 
-    command = "python -m minclip.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print()
     print(f"`{command.strip()}` on {machine_line(device, threads, args.precision)}. Batch {args.batch_size}, median of "
           f"{args.steps} steps after {args.warmup} warm-up, {args.clock} clock; data = host time per batch; "
