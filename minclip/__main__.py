@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="NegCLIP (Yuksekgonul et al., 2023): each caption brings a foil with its words swapped "
                             "(shapes: role, colour, shape or size; emoji: a sibling's tone or gender), scored against "
                             "every image as one more wrong caption")
+    train.add_argument("--family-batches", action="store_true",
+                       help="hard negative images: each batch holds an emoji's siblings together (its other skin "
+                            "tones and genders), or each shapes scene beside its role twin (the same objects in "
+                            "the opposite order)")
     train.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                        help="forward pass: 'auto' = bf16 autocast on a GPU, float32 elsewhere; 'bf16' also on a CPU "
                             "with bf16 matrix units (Intel AMX), where it is faster (default: auto)")
@@ -234,6 +238,7 @@ def _train(args) -> int:
     try:
         config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, artists=tuple(args.artists),
                              seed=args.seed, loss=args.loss, hard_negatives=args.hard_negatives,
+                             family_batches=args.family_batches,
                              precision=args.precision, freeze_image_tower=args.freeze_image_tower,
                              model=model_overrides, **overrides)
     except ValueError as error:
@@ -261,6 +266,7 @@ FLAGS = {"preset": "--preset", "data": "--data", "lang": "--lang", "artists": "-
          "batch_size": "--batch-size", "loss": "--loss", "lr": "--lr", "precision": "--precision", "seed": "--seed", "max_steps": "--max-steps",
          "save_every_minutes": "--save-every-minutes", "fixed_logit_scale": "--fixed-temperature",
          "freeze_image_tower": "--freeze-image-tower", "hard_negatives": "--hard-negatives",
+         "family_batches": "--family-batches",
          "image_key": "--image-key", "caption_key": "--caption-key", "split_key": "--split-key",
          "val_fraction": "--val-fraction", "tokenizer": "--tokenizer", "workers": "--workers"}
 
@@ -275,7 +281,7 @@ def _flag(name: str, value) -> str:
     """The command-line words that set the TrainConfig field `name` to `value` ("" when the default needs none)."""
     if name == "fixed_logit_scale":
         return "" if value is None else f"--fixed-temperature {1 / value:g}"
-    if name in ("freeze_image_tower", "hard_negatives"):
+    if name in ("freeze_image_tower", "hard_negatives", "family_batches"):
         return FLAGS[name] if value else ""
     if name == "model":
         return f"--text-pooling {value['text_pooling']}" if value.get("text_pooling") else ""
@@ -300,8 +306,8 @@ def _check_resume(state: dict, config, out: Path) -> None:
     defaults = dataclasses.asdict(TrainConfig())  # the command line's defaults too: only other values need a flag
     words = [_flag(name, stored[name]) for name in ("preset", "data", "lang", "artists", "batch_size", "loss", "lr",
                                                     "precision", "seed", "fixed_logit_scale", "freeze_image_tower",
-                                                    "hard_negatives", "model", "image_key", "caption_key",
-                                                    "split_key", "val_fraction", "tokenizer")
+                                                    "hard_negatives", "family_batches", "model", "image_key",
+                                                    "caption_key", "split_key", "val_fraction", "tokenizer")
              if name in stored and stored[name] != defaults[name]]
     command = " ".join(["python -m minclip train --out", str(out), "--resume", *filter(None, words)])
     advice = f"continue it with: {command}" if len(settable) == len(differ) else \

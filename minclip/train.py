@@ -17,7 +17,8 @@ random choice (batch order, caption templates, augmentation) comes from generato
 The loss is CLIP's InfoNCE (`loss="clip"`) or SigLIP's pairwise sigmoid (`loss="siglip"`, Zhai et al., 2023), which
 adds a learned bias to the model, started as the paper does at b = -10 with the scale at exp(t') = 10. With
 `hard_negatives` (NegCLIP, Yuksekgonul et al., 2023) each caption also brings a word-swapped foil (minclip/foils.py),
-encoded by the text tower and scored against every image as one more wrong caption.
+encoded by the text tower and scored against every image as one more wrong caption. With `family_batches` the
+batches also hold hard negative images: an emoji's siblings, or a shapes scene and its role twin.
 
 Checkpoints (minclip/checkpoint.py) hold everything needed to resume or to use the model; a run writes one after
 every epoch (and every `save_every_minutes`, and when Ctrl-C or SIGTERM stops a run between two steps).
@@ -92,7 +93,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # largest gradient norm; larger gradients are scaled down to it
     vocab_size: int = 2048  # BPE vocabulary learned on the training captions (512 bytes + merges + 2 specials)
     augment: bool = True  # pixel shifts and caption-respecting mirror images
-    family_batches: bool = False  # emoji: keep skin-tone/gender siblings in one batch, as hard negatives
+    family_batches: bool = False  # hard negative images in every batch: emoji siblings (skin tone, gender), or
+    #                               each shapes scene beside its role twin (the same objects in the opposite order)
     hard_negatives: bool = False  # NegCLIP: add each caption's word-swapped foil (foils.py) as a wrong caption
     seed: int = 0  # seeds the model's initialisation, the batches, the captions and the augmentation
     eval_every: int = 5  # evaluate on the validation split every this many epochs (0: only at the end)
@@ -281,12 +283,12 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 # ------------------------------------------------------------------------------------------------------- data
 def load_pairs(data: str, split: str, lang: str, image_size: int, seed: int, captions: str = "train",
-               artists: tuple[str, ...] = ("noto",)):
+               artists: tuple[str, ...] = ("noto",), role_twins: bool = False):
     """The dataset of `split` for `data`; training captions (and, with several artists, the emoji's drawings) vary
-    per epoch for emoji, they are fixed for shapes."""
+    per epoch for emoji, they are fixed for shapes (with `role_twins`, each scene is followed by its role twin)."""
     if data == "emoji":
         return EmojiDataset(split, lang=lang, image_size=image_size, captions=captions, seed=seed, artists=artists)
-    return ShapesDataset(split, lang=lang, image_size=image_size, seed=seed)
+    return ShapesDataset(split, lang=lang, image_size=image_size, seed=seed, role_twins=role_twins)
 
 
 def unseen_artists(data: str, artists) -> tuple[str, ...]:
@@ -319,9 +321,11 @@ class ShippedPairs:
     def __init__(self, config: TrainConfig, image_size: int, processes: Processes):
         self.config, self.image_size, self.processes = config, image_size, processes
         self.train_set = load_pairs(config.data, "train", config.lang, image_size, config.seed,
-                                    artists=config.artists)
-        families = [record["family"] for record in self.train_set.records] \
-            if config.family_batches and config.data == "emoji" else None
+                                    artists=config.artists, role_twins=config.family_batches)
+        families = None  # with family_batches: which items must share a batch (kept together by the sampler)
+        if config.family_batches:
+            families = [record["family"] for record in self.train_set.records] if config.data == "emoji" \
+                else self.train_set.families  # shapes: a scene and its role twin
         self.sampler = DistinctBatchSampler(self.train_set.epoch_captions, config.batch_size,
                                             groups=getattr(self.train_set, "duplicate_groups", None), drop_last=True,
                                             seed=config.seed, families=families)

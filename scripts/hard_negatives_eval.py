@@ -46,11 +46,11 @@ from minclip.train import TrainConfig, train, trained_with  # noqa: E402
 
 RESULTS = ROOT / "docs" / "hard_negatives.json"
 KINDS = ("role", "colour", "shape")
-ARMS = {  # name -> (hard_negatives, family_batches); family batches put emoji siblings, images and all, in one batch
-    "plain": (False, False),
+ARMS = {  # name -> (hard_negatives, family_batches); family batches hold hard negative images: emoji siblings,
+    "plain": (False, False),  # or a shapes scene beside its role twin (the same objects in the opposite order)
     "hard negatives": (True, False),
-    "hard negatives + family batches": (True, True),  # emoji only: NegCLIP's hard negative images as well
-    "family batches": (False, True),  # emoji only: the hard negative images alone
+    "hard negatives + family batches": (True, True),  # NegCLIP's hard negative images as well
+    "family batches": (False, True),  # the hard negative images alone
 }
 DEFAULT_ARMS = ("plain", "hard negatives")
 
@@ -62,10 +62,8 @@ EMOJI_EPOCHS = TrainConfig().epochs  # the main job
 def recipe(data: str, seed: int, arm: str, epochs: int) -> TrainConfig:
     hard_negatives, family_batches = ARMS[arm]
     if data == "shapes":  # notebook 09's shapes model (notebook 12's with 12 epochs)
-        if family_batches:
-            raise ValueError("family batches are an emoji option: the shapes set has no families")
         return TrainConfig(data="shapes", epochs=epochs, eval_every=0, vocab_size=588, seed=seed,
-                           hard_negatives=hard_negatives)
+                           hard_negatives=hard_negatives, family_batches=family_batches)
     return TrainConfig(epochs=epochs, seed=seed, hard_negatives=hard_negatives,  # the main job's recipe
                        family_batches=family_batches)
 

@@ -171,10 +171,11 @@ def test_resume_with_other_options_names_them_and_the_command_that_continues(run
                    "--resume --preset nano --batch-size 16; or choose another --out for a new run")
 
 
-def test_resume_with_hard_negatives_names_the_flag(run, capsys):
-    one_line_error(capsys, ["train", "--preset", "nano", "--batch-size", "16", "--hard-negatives", "--resume",
+@pytest.mark.parametrize("flag", ["--hard-negatives", "--family-batches"])
+def test_resume_with_hard_negatives_names_the_flag(run, capsys, flag):
+    one_line_error(capsys, ["train", "--preset", "nano", "--batch-size", "16", flag, "--resume",
                             "--out", str(run)],
-                   f"error: {run}/checkpoint.pt was trained with other options: --hard-negatives False (this command: "
+                   f"error: {run}/checkpoint.pt was trained with other options: {flag} False (this command: "
                    f"True); continue it with: python -m minclip train --out {run} --resume --preset nano "
                    "--batch-size 16; or choose another --out for a new run")
 

@@ -567,3 +567,25 @@ def test_shard_foil_tokens_keeps_this_process_s_usable_foils():
     second = shard_foil_tokens(batch, captions, foils, foil_tokens, slice(2, 4), eot_token_id=9)
     assert first.tolist() == [[5, 3, 3, 9]]  # item 3's foil "y"
     assert second.tolist() == [[5, 1, 9]]  # item 0's foil "x", trimmed to its end-of-text token
+
+
+def test_family_batches_on_shapes_put_each_scene_beside_its_role_twin():
+    import dataclasses
+
+    from minclip.processes import Processes
+    from minclip.shapes import ShapesDataset, role_twin
+    from minclip.train import ShippedPairs
+
+    config = TrainConfig(data="shapes", preset="nano", batch_size=32, family_batches=True)
+    pairs = ShippedPairs(config, image_size=24, processes=Processes())
+    data = pairs.train_set
+    assert data.families is not None and len(data) == len(ShapesDataset("train", image_size=24))
+    twins = {i: i + 1 for i in range(len(data) - 1) if data.families[i] == data.families[i + 1]}  # scene -> twin
+    assert all(data.records[j] == role_twin(data.records[i]) for i, j in twins.items())
+    batches = pairs.sampler.batches(0)
+    where = {item: b for b, batch in enumerate(batches) for item in batch}
+    together = [where.get(i) == where.get(j) for i, j in twins.items() if i in where and j in where]
+    assert len(together) > 0.9 * len(twins) and sum(together) > 0.9 * len(together)  # split only at batch edges
+    plain = ShippedPairs(dataclasses.replace(config, family_batches=False), image_size=24, processes=Processes())
+    assert plain.train_set.families is None
+    assert plain.train_set.captions == ShapesDataset("train", image_size=24).captions
