@@ -227,6 +227,11 @@ class CLIP(nn.Module):
         self.register_parameter("logit_bias", None if c.init_logit_bias is None
                                 else nn.Parameter(torch.tensor(float(c.init_logit_bias))))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype (as OpenAI's `model.dtype`): float32, or float16 after `.half()`."""
+        return self.logit_scale.dtype
+
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """``(B, 3, image_size, image_size)`` float images -> ``(B, embed_dim)`` features.
 

@@ -1,8 +1,11 @@
-"""Figures: loss and temperature curves, a similarity matrix, a retrieval gallery, a row of images, an image gallery
-with captions (Korean included: `caption_fonts` adds the shipped Hangul font).
+"""Figures of a training run (loss, validation recall and temperature curves), a similarity matrix, a retrieval
+gallery, a row of images, an image gallery with captions (Korean included: `caption_fonts` adds the shipped Hangul
+font).
 
 Used by `python -m minclip train` (which saves them as PNG next to the checkpoint), by `search`, and by the notebooks.
 Every function draws into a new matplotlib figure and returns it; `save(figure, path)` writes a small PNG.
+`use_style()` sets the one look every notebook figure shares (100 dpi, no text under 9 pt): the notebooks' setup cells
+call it once, so no figure sets its own resolution or font sizes.
 
 How it fits: plots only read numbers and images (from train.py's history, evaluate.py's encoders, data.py's
 images); nothing here trains or evaluates.
@@ -23,7 +26,20 @@ import torch
 from .data import FONT_KO, REBUILD_HINT, from_model_input
 
 
-def save(figure, path: str | Path, dpi: int = 80) -> Path:
+DPI = 100  # figures on screen and in PNGs: sharp enough to read, small enough to keep notebooks light
+STYLE = {  # matplotlib rcParams: the smallest text (ticks, legends) stays at 9 pt
+    "figure.dpi": DPI, "savefig.dpi": DPI, "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9, "legend.title_fontsize": 9,
+    "figure.titlesize": 11,
+}
+
+
+def use_style() -> None:
+    """Apply `STYLE` to every figure drawn from now on (the notebooks call this once, in their setup cell)."""
+    plt.rcParams.update(STYLE)
+
+
+def save(figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write `figure` as a PNG at a modest resolution and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,11 +48,37 @@ def save(figure, path: str | Path, dpi: int = 80) -> Path:
     return path
 
 
+RECALL_CURVES = (  # history["val"] key, label, line style: R@1 solid, R@5 dashed; one colour per direction
+    ("text_to_image_R@1", "text → image R@1", dict(color="tab:green", ls="-", marker="o")),
+    ("image_to_text_R@1", "image → text R@1", dict(color="tab:purple", ls="-", marker="s")),
+    ("text_to_image_R@5", "text → image R@5", dict(color="tab:green", ls="--", marker="o", alpha=0.6)),
+    ("image_to_text_R@5", "image → text R@5", dict(color="tab:purple", ls="--", marker="s", alpha=0.6)),
+)
+
+
 def training_curves(history: dict, title: str = ""):
-    """Loss per step (with ln(batch) for reference) and the learned temperature T = 1 / exp(logit_scale)."""
-    figure, (loss_axis, temperature_axis) = plt.subplots(1, 2, figsize=(10, 3.4))
+    """Loss per step, validation recall per evaluation, and the learned temperature T = 1 / exp(logit_scale).
+
+    `history` is `TrainResult.history`: lists `step`, `loss`, `temperature` (one value per step) and `val`, a list of
+    `{"step": s, "text_to_image_R@1": r, ...}`, one per evaluation. The recall panel is drawn only when `val` holds
+    an evaluation (your own data without a held-out part has none), so the figure has 3 panels or 2.
+    """
+    evaluations = history.get("val") or []
+    panels = 3 if evaluations else 2
+    figure, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6))
+    loss_axis, temperature_axis = axes[0], axes[-1]
     loss_axis.plot(history["step"], history["loss"], lw=0.8, color="tab:blue")
-    loss_axis.set(xlabel="step", ylabel="contrastive loss", title="loss (chance level = ln batch size)")
+    loss_axis.set(xlabel="step", ylabel="contrastive loss", title="training loss (chance: ln batch size)")
+    if evaluations:
+        recall_axis = axes[1]
+        steps = [evaluation["step"] for evaluation in evaluations]
+        for key, label, style in RECALL_CURVES:
+            if all(key in evaluation for evaluation in evaluations):
+                recall_axis.plot(steps, [evaluation[key] for evaluation in evaluations], label=label, lw=1.2,
+                                 markersize=4, **style)
+        recall_axis.set(xlabel="step", ylabel="recall", ylim=(0, 1), xlim=(0, max(history["step"] or steps)),
+                        title="validation recall per evaluation")
+        recall_axis.legend(loc="lower right")
     temperature_axis.plot(history["step"], history["temperature"], lw=1.2, color="tab:red")
     temperature_axis.axhline(0.01, ls="--", lw=0.8, color="grey")
     temperature_axis.set(xlabel="step", ylabel="T = 1 / exp(logit_scale)", yscale="log",
@@ -50,14 +92,14 @@ def training_curves(history: dict, title: str = ""):
 def plot_similarity_matrix(similarity: torch.Tensor, images: torch.Tensor, captions: Sequence[str], title: str = ""):
     """The (captions x images) cosine-similarity matrix with the images along the top and captions on the left."""
     n_captions, n_images = similarity.shape
-    figure, axis = plt.subplots(figsize=(1.0 + 0.55 * n_images, 0.8 + 0.42 * n_captions))
+    figure, axis = plt.subplots(figsize=(1.0 + 0.6 * n_images, 0.8 + 0.42 * n_captions))
     shown = axis.imshow(similarity.numpy(), cmap="viridis", vmin=similarity.min().item(), vmax=similarity.max().item(),
                         extent=(0, n_images, n_captions, 0), aspect="auto")
     for row in range(n_captions):
         for column in range(n_images):
             axis.text(column + 0.5, row + 0.5, f"{similarity[row, column]:.2f}", ha="center", va="center",
-                      fontsize=6, color="white")
-    axis.set_yticks([i + 0.5 for i in range(n_captions)], captions, fontsize=8, fontfamily=caption_fonts())
+                      fontsize=9, color="white")
+    axis.set_yticks([i + 0.5 for i in range(n_captions)], captions, fontsize=9, fontfamily=caption_fonts())
     axis.set_xticks([])
     for column in range(n_images):  # thumbnails above the columns
         axis.imshow(images[column].numpy(), extent=(column + 0.05, column + 0.95, -0.05, -0.95), clip_on=False,
@@ -90,7 +132,7 @@ def retrieval_gallery(queries: Sequence[str], ranked_images: Sequence[torch.Tens
                 axis.axis("off")
                 continue
             axis.imshow(ranked_images[row][column].numpy())
-            axis.set_xlabel(f"{scores[row][column]:.2f}", fontsize=7, labelpad=1)
+            axis.set_xlabel(f"{scores[row][column]:.2f}", fontsize=9, labelpad=1)
             if correct is not None:
                 colour = "tab:green" if correct[row][column] else "lightgrey"
                 for spine in axis.spines.values():
@@ -185,7 +227,7 @@ def show_gallery(images, captions: Sequence[str] | None = None, ncols: int = 8, 
             continue
         ax.imshow(images[k].cpu().numpy(), interpolation="nearest")
         if captions is not None:
-            ax.set_title("\n".join(textwrap.wrap(captions[k], wrap)), fontsize=8, family=family,
+            ax.set_title("\n".join(textwrap.wrap(captions[k], wrap)), fontsize=9, family=family,
                          color=colors[k] if colors is not None else "black")
     if title:
         fig.suptitle(title, family=family)
