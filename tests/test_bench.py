@@ -11,16 +11,12 @@ from benchmarks import bench
 from benchmarks.bench import EmojiBatches, PeakMemory, main, openai_twin
 from minclip.flops import matmul_flops
 from minclip.model import CLIP, CLIPConfig
+from tests import helpers
 from minclip.text import trim_padding
 from minclip.train import train_step
 
 
-def batch(config: CLIPConfig, size: int, length: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randn(size, 3, config.image_size, config.image_size, generator=g)
-    tokens = torch.randint(1, config.vocab_size - 2, (size, length), generator=g)
-    tokens[:, -1] = config.eot_token_id
-    return images, tokens
+batch = helpers.random_batch
 
 
 @pytest.mark.parametrize("width", [256, 512])

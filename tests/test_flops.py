@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from minclip import flops
 from minclip.flops import matmul_flops, matmul_peak
 from minclip.model import CLIP, CLIPConfig
+from tests import helpers
 from minclip.train import train_step
 
 # The manual attention path: FlopCounterMode has no formula for the CPU's fused attention kernel (it counts 0).
@@ -17,12 +18,7 @@ SMALL = dict(embed_dim=24, image_size=12, patch_size=4, vision_width=16, vision_
              fast_path=True)
 
 
-def batch(config: CLIPConfig, size: int, length: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randn(size, 3, config.image_size, config.image_size, generator=g)
-    tokens = torch.randint(1, config.vocab_size - 2, (size, length), generator=g)
-    tokens[:, -1] = config.eot_token_id
-    return images, tokens
+batch = helpers.random_batch
 
 
 def test_matmul_flops_by_hand():
