@@ -582,9 +582,14 @@ class ShapesDataset(torch.utils.data.Dataset):
             languages = [lang] * num_images
         self.families = None  # with role_twins: the index of the scene each item comes from
         if role_twins:  # each scene followed by its twin, in the scene's language, until num_images items
-            twinned = [(k, scene, language) for k, (scene, language) in enumerate(zip(scenes, languages))
-                       for scene in (scene, role_twin(scene)) if scene is not None][:num_images]
-            self.families, scenes, languages = (list(column) for column in zip(*twinned))
+            self.families, twinned, twinned_languages = [], [], []
+            for k, (scene, language) in enumerate(zip(scenes, languages)):
+                for item in (scene, role_twin(scene)):
+                    if item is not None and len(twinned) < num_images:
+                        self.families.append(k)
+                        twinned.append(item)
+                        twinned_languages.append(language)
+            scenes, languages = twinned, twinned_languages
         self.records, self.languages = scenes, languages
         self.captions = [scene.caption(l) for scene, l in zip(self.records, self.languages)]
         self.images = torch.from_numpy(render_scenes(self.records, image_size))  # (N, S, S, 3) uint8
