@@ -80,8 +80,8 @@ def _rank_of_best_correct(scores: torch.Tensor, correct: torch.Tensor) -> torch.
 
     ``scores`` and ``correct`` are ``(Q, K)``; every row of ``correct`` must have a True. Ties count against the model.
     """
-    best = scores.masked_fill(~correct, float("-inf")).amax(dim=1)  # (Q,)
-    return ((scores >= best[:, None]) & ~correct).sum(dim=1)  # (Q,)
+    best = torch.where(correct, scores, float("-inf")).amax(dim=1)  # (Q,)
+    return ((scores >= best[:, None]) & ~correct).sum(dim=1, dtype=torch.int32)  # (Q,); int32 counts faster than int64
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -218,9 +218,10 @@ def retrieval_recall(similarity: torch.Tensor, caption_to_image, ks: Sequence[in
     belongs = caption_to_image[:, None] == torch.arange(n_images, device=similarity.device)  # (n_captions, n_images)
 
     text_rank = _rank_of_best_correct(similarity, belongs)  # (n_captions,)
-    captioned = belongs.any(dim=0)  # (n_images,): images that can be queries for image->text
+    counts = torch.bincount(caption_to_image, minlength=n_images)  # (n_images,): captions per image
+    captioned = counts > 0  # (n_images,): images that can be queries for image->text
     image_rank = _rank_of_best_correct(similarity.T[captioned], belongs.T[captioned])  # (n_queries,)
-    captions_per_image = belongs.sum(dim=0)[captioned].tolist()
+    captions_per_image = counts[captioned].tolist()
 
     text_to_image = {}
     image_to_text = {}
