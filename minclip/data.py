@@ -259,10 +259,10 @@ class EmojiDataset(Dataset):
             holds every emoji once; emoji none of them draws are left out.
 
     Item i is (images[i] uint8 (S, S, 3), caption str). Whole-split tensors are attributes, so training can
-    prepare everything up front: `images` uint8 (N, S, S, 3) (the current epoch's drawings), `records` (dicts, see
-    `load_emoji`), `duplicate_groups` (equal ids = some artist's drawings are byte-identical; for
-    `DistinctBatchSampler`),
-    `captions(epoch)`, `epoch_images(epoch)`, and per artist `artist_images` (A, N, S, S, 3) and `drawn` (A, N).
+    prepare everything up front: `images` uint8 (N, S, S, 3) and `captions` (list of N str), both the current
+    epoch's; `epoch_images(epoch)` and `epoch_captions(epoch)` for any epoch; `records` (dicts, see `load_emoji`),
+    `duplicate_groups` (equal ids = some artist's drawings are byte-identical; for `DistinctBatchSampler`), and per
+    artist `artist_images` (A, N, S, S, 3) and `drawn` (A, N). The shapes set answers the same four names.
 
         >>> test = EmojiDataset("test", lang="ko", image_size=32, captions="eval")
         >>> image, caption = test[0]
@@ -365,13 +365,15 @@ class EmojiDataset(Dataset):
         lang = self.lang if self.lang != "both" else rng.choice(CAPTION_LANGS)
         return make_caption(record, lang, rng)
 
-    def captions(self, epoch: int | None = None) -> list[str]:
-        """All captions of the split at `epoch` (default: the current one), in item order."""
-        return [self.caption(i, epoch) for i in range(len(self))]
+    @property
+    def captions(self) -> list[str]:
+        """Every item's caption at the current epoch, in item order (a list, like the shapes set's `captions`)."""
+        return self.epoch_captions()
 
     def epoch_captions(self, epoch: int | None = None) -> list[str]:
-        """`captions(epoch)`: the name both shipped data sets answer to (the shapes set's are the same every epoch)."""
-        return self.captions(epoch)
+        """Every item's caption at `epoch` (default: the current one), in item order: what a sampler or a training
+        loop asks for, since training captions change from epoch to epoch."""
+        return [self.caption(i, epoch) for i in range(len(self))]
 
 
 # --------------------------------------------------------------------------------------------- model input
@@ -476,7 +478,8 @@ class DistinctBatchSampler(Sampler[list[int]]):
     they spread over different batches; a class larger than the number of batches opens extra ones.
 
     Args:
-        captions: the captions, or a function epoch -> captions (e.g. `dataset.captions`) when they change per epoch.
+        captions: the captions, or a function epoch -> captions (e.g. `dataset.epoch_captions`) when they change
+            per epoch.
         batch_size: at most this many items per batch; all batches are full except the last (or extra ones).
         groups: optional group id per item (e.g. `dataset.duplicate_groups`); items with equal ids never share a batch.
         families: optional family label per item (e.g. the base emoji of its skin-tone and gender variants). The
