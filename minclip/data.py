@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from .model import CLIP_MEAN, CLIP_STD  # OpenAI CLIP's per-channel image statistics, defined with the model
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "emoji"  # the shipped set, beside the package
 SHIPPED_SIZE = 64  # images_64.npz holds (N, 64, 64, 3); smaller sizes are made from it at load time
 # The artists whose drawings of the same emoji ship in data/emoji/ (images_64_<artist>.npz beside Noto's
@@ -45,13 +47,6 @@ SPLITS = ("train", "val", "test")  # the splits of both shipped sets (the emoji 
 EMOJI_SPLITS = (*SPLITS, "all")
 CAPTION_LANGS = ("en", "ko")  # the languages every shipped caption is written in
 LANGS = (*CAPTION_LANGS, "both")  # a data set's `lang`: one of them, or both (a language per image and epoch)
-
-# OpenAI CLIP's per-channel statistics of its training images (RGB, on a 0..1 scale). The emoji set's own are
-# mean (0.80, 0.75, 0.71), std (0.30, 0.30, 0.35) (white backgrounds), so its inputs centre near +1.2 rather than 0;
-# ln_pre after the patch embedding absorbs that, and keeping OpenAI's values lets the same tensors feed pretrained
-# OpenAI weights. Pass mean/std to `to_model_input` to use others.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 REBUILD_HINT = (
     "restore the shipped files with `git checkout -- data/emoji` or rebuild them with "
@@ -377,6 +372,10 @@ class EmojiDataset(Dataset):
 
 
 # --------------------------------------------------------------------------------------------- model input
+# Inputs are normalised with OpenAI CLIP's channel statistics (CLIP_MEAN, CLIP_STD). The emoji set's own are
+# mean (0.80, 0.75, 0.71), std (0.30, 0.30, 0.35) (white backgrounds), so its inputs centre near +1.2 rather than 0;
+# ln_pre after the patch embedding absorbs that, and keeping OpenAI's values lets the same tensors feed pretrained
+# OpenAI weights. Pass mean/std to `to_model_input` to use others.
 def to_model_input(images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,
                    std: Sequence[float] = CLIP_STD) -> torch.Tensor:
     """uint8 images (N, H, W, 3) -> float32 (N, 3, H, W), scaled to 0..1 and normalised per channel.

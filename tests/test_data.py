@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import minclip.data as data
+import minclip.model as model
 from minclip.data import (
     ARTISTS, CLIP_MEAN, CLIP_STD, DATA_DIR, TEMPLATES, DistinctBatchSampler, EmojiDataset, augment, flip_allowed,
     from_model_input, load_artist, load_emoji, make_caption, resize_images, to_model_input, verify_files,
@@ -436,6 +437,7 @@ def test_to_model_input_matches_a_float64_reference():
         reference[:, c] = (images[..., c].double() / 255 - CLIP_MEAN[c]) / CLIP_STD[c]
     torch.testing.assert_close(x.double(), reference, rtol=1e-6, atol=1e-6)
     assert torch.equal(from_model_input(x), images)
+    assert CLIP_MEAN is model.CLIP_MEAN and CLIP_STD is model.CLIP_STD  # one definition, beside the model
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(5, 7, 3, dtype=torch.uint8), torch.zeros(2, 3, 5, 7, dtype=torch.uint8),
