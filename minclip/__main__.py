@@ -14,9 +14,11 @@ Bad input (a missing, empty, damaged or foreign checkpoint, an option out of ran
 written, an empty or too long query, a folder without readable images, empty --labels, an unknown preset) ends with
 a one-line `error: ...` and exit status 2, never a traceback; a bug in minclip still shows its traceback. Ctrl-C or
 SIGTERM stops training between two steps after writing the checkpoint, and says how to resume (exit status 130 or
-143). eval, search, classify, export and tokenize also take OpenAI's released weights (`minclip.load`). How it
-fits: a thin layer over train.py, evaluate.py, plots.py and tokenizer.py; all the work happens there. What happens
-in each case, and the test that shows it: docs/reliability.md.
+143). eval, search, classify, export and tokenize also take OpenAI's released weights (`minclip.load`); eval,
+search, classify and generate run the towers with training's shortcuts (`minclip.load(..., fast_path=True)`: the
+same features for less work, so eval prints the report training printed). How it fits: a thin layer over
+train.py, evaluate.py, plots.py and tokenizer.py; all the work happens there. What happens in each case, and the
+test that shows it: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -326,7 +328,7 @@ def _eval(args) -> int:
     from .preprocess import CLIPPreprocess
     from .train import unseen_artists
 
-    model, preprocess, tokenizer = load(args.checkpoint)
+    model, preprocess, tokenizer = load(args.checkpoint, fast_path=True)
     if isinstance(preprocess, CLIPPreprocess) and is_openai_file(args.checkpoint):
         # OpenAI's weights: zero-shot on the shipped set's held-out captions
         print(f"OpenAI's weights, zero-shot: the shipped emoji resized to {model.config.image_size} pixels, English "
@@ -366,7 +368,7 @@ def _search(args) -> int:
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
     gallery = _writable_file(Path(args.gallery), "--gallery")  # before the work, not after it
-    model, preprocess, tokenizer = load(args.checkpoint)
+    model, preprocess, tokenizer = load(args.checkpoint, fast_path=True)
     tokens = _query_tokens(tokenizer, args.query, model.config.context_length, args.truncate)  # (1, T)
     if args.images:
         images, names = _read_image_folder(Path(args.images), *_reading(model, preprocess))
@@ -509,7 +511,7 @@ def _classify(args) -> int:
     target = Path(args.images)
     if not target.exists():
         raise UsageError(f"{target} does not exist; give an image file or a folder of images")
-    model, preprocess, tokenizer = load(args.checkpoint)
+    model, preprocess, tokenizer = load(args.checkpoint, fast_path=True)
     openai = isinstance(preprocess, CLIPPreprocess)
     if args.template:
         templates = args.template
@@ -595,7 +597,7 @@ def _generate(args) -> int:
     parse_caption(args.caption)  # a caption the shapes set can say, before the model is loaded
     if args.steps < 1 or args.restarts < 1:
         raise UsageError(f"--steps and --restarts must be at least 1, got {args.steps} and {args.restarts}")
-    model, _, tokenizer = load(args.checkpoint)
+    model, _, tokenizer = load(args.checkpoint, fast_path=True)
     result = guide(model, tokenizer, args.caption, steps=args.steps, restarts=args.restarts, seed=args.seed)
     final = to_uint8(render(result.params, model.config.image_size, hard=True))[result.best]  # (S, S, 3)
     steps = [round(i * (args.steps - 1) / max(1, len(result.frames) - 1)) for i in range(len(result.frames))]

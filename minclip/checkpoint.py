@@ -163,9 +163,16 @@ def _checked_checkpoint(state, path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- loading for use
-def model_from_checkpoint(state: dict, expected: CLIPConfig | None = None) -> tuple[CLIP, BPETokenizer]:
-    """Rebuild the model and tokenizer stored in a checkpoint; `expected` must match the stored config if given."""
+def model_from_checkpoint(state: dict, expected: CLIPConfig | None = None,
+                          fast_path: bool | None = None) -> tuple[CLIP, BPETokenizer]:
+    """Rebuild the model and tokenizer stored in a checkpoint; `expected` must match the stored config if given.
+
+    `fast_path`: None builds the towers the run used (training resumes with them); True or False picks training's
+    shortcuts (minclip/speedups.py) or the plain towers, with the same weights either way.
+    """
     config = CLIPConfig(**state["model_config"])
+    if fast_path is not None:
+        config = dataclasses.replace(config, fast_path=fast_path)
     if expected is not None and expected != config:
         differences = {f.name: (getattr(config, f.name), getattr(expected, f.name))
                        for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(expected, f.name)}
@@ -178,26 +185,33 @@ def model_from_checkpoint(state: dict, expected: CLIPConfig | None = None) -> tu
     return model, tokenizer
 
 
-def load(path: str | Path, device: str = "cpu"):
+def load(path: str | Path, device: str = "cpu", fast_path: bool = False):
     """A trained checkpoint, ready to use: `(model, preprocess, tokenizer)`, as OpenAI's `clip.load`.
 
-    `path` is a minclip checkpoint, or one of OpenAI's released files (see `load_openai`). For a minclip checkpoint,
-    `preprocess` turns uint8 images `(N, H, W, 3)` (a tensor or numpy array) or a list of PIL images into the model's
-    input `(N, 3, S, S)`: resized to the model's image size, scaled and normalised as in training. A checkpoint trained
-    on your own data (`data` = a path) gets `minclip.preprocess.CLIPPreprocess`, the shorter-side resize and centre
-    crop its training images went through.
+    `path` is a minclip checkpoint, or one of OpenAI's released files (see `load_openai`). The model has the plain
+    towers of the model files, the ones the lessons read, whatever towers its training ran, so a forward hook on any
+    module fires (e.g. on `mlp.gelu`). `fast_path=True` gives training's towers instead (minclip/speedups.py, what
+    the command line uses): the same weights and features (equal to float rounding) for less work, and bit for bit
+    what a model trained by `minclip.train` computed.
+
+    For a minclip checkpoint, `preprocess` turns uint8 images `(N, H, W, 3)` (a tensor or numpy array) or a list of
+    PIL images into the model's input `(N, 3, S, S)`: resized to the model's image size, scaled and normalised as in
+    training. A checkpoint trained on your own data (`data` = a path) gets `minclip.preprocess.CLIPPreprocess`, the
+    shorter-side resize and centre crop its training images went through.
 
         >>> model, preprocess, tokenizer = minclip.load("runs/tiny/checkpoint.pt")      # doctest: +SKIP
         >>> image_features = model.encode_image(preprocess(images))                    # doctest: +SKIP
         >>> text_features = model.encode_text(tokenizer.tokenize(["red heart"], 32))   # doctest: +SKIP
     """
+    if not isinstance(fast_path, bool):
+        raise TypeError(f"fast_path must be True or False, got {fast_path!r}")
     if Path(path).is_file() and is_torchscript_archive(path):
-        return load_openai(path, device)
+        return load_openai(path, device, fast_path=fast_path)
     state = _read_file(path)
     if is_openai_state_dict(state):
-        return load_openai(path, device, state_dict=state)
+        return load_openai(path, device, state_dict=state, fast_path=fast_path)
     state = _checked_checkpoint(state, Path(path))
-    model, tokenizer = model_from_checkpoint(state)
+    model, tokenizer = model_from_checkpoint(state, fast_path=fast_path)
     model = model.to(device).eval()
     size = model.config.image_size
     if state["train_config"].get("data", "emoji") not in DATASETS:  # trained on your photos: prepared as in training
@@ -242,7 +256,7 @@ def is_openai_state_dict(state) -> bool:
         and any(isinstance(key, str) and key.startswith("visual.") for key in state)
 
 
-def load_openai(path: str | Path, device: str = "cpu", state_dict: dict | None = None):
+def load_openai(path: str | Path, device: str = "cpu", state_dict: dict | None = None, fast_path: bool = False):
     """OpenAI's released weights, ready to use: `(model, preprocess, tokenizer)`, as their `clip.load` gives them.
 
     `path` is one of the TorchScript archives OpenAI released (`ViT-B-32.pt`, `RN50.pt`, ...; the addresses are in
@@ -250,7 +264,8 @@ def load_openai(path: str | Path, device: str = "cpu", state_dict: dict | None =
     `python -m minclip export`); `state_dict`, when given, is its already-read content. The model is minclip's CLIP
     (ViT or OpenAI's ResNet) in float32 and eval mode, the tokenizer OpenAI's BPE (49,408 tokens), and `preprocess`
     is `minclip.preprocess.CLIPPreprocess`: shorter side resized to the input size with bicubic interpolation, centre
-    crop, CLIP's mean and standard deviation, equal to OpenAI's on PIL images. Nothing is downloaded.
+    crop, CLIP's mean and standard deviation, equal to OpenAI's on PIL images. `fast_path` as in `load`. Nothing is
+    downloaded.
 
         >>> model, preprocess, tokenizer = minclip.load("ViT-B-32.pt")                  # doctest: +SKIP
         >>> image_features = model.encode_image(preprocess(Image.open("cat.jpg"))[None])  # doctest: +SKIP
@@ -259,7 +274,8 @@ def load_openai(path: str | Path, device: str = "cpu", state_dict: dict | None =
     from .model import load_openai_checkpoint
     from .preprocess import CLIPPreprocess
 
-    model = load_openai_checkpoint(path) if state_dict is None else CLIP.from_openai_state_dict(state_dict)
+    model = load_openai_checkpoint(path, fast_path=fast_path) if state_dict is None else \
+        CLIP.from_openai_state_dict(state_dict, fast_path=fast_path)
     tokenizer = BPETokenizer.openai()
     if model.config.vocab_size != tokenizer.vocab_size:
         raise ValueError(f"{path} has a vocabulary of {model.config.vocab_size} tokens, not the {tokenizer.vocab_size} "

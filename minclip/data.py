@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from .model import CLIP_MEAN, CLIP_STD  # OpenAI CLIP's per-channel image statistics, defined with the model
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "emoji"  # the shipped set, beside the package
 SHIPPED_SIZE = 64  # images_64.npz holds (N, 64, 64, 3); smaller sizes are made from it at load time
 # The artists whose drawings of the same emoji ship in data/emoji/ (images_64_<artist>.npz beside Noto's
@@ -45,13 +47,6 @@ SPLITS = ("train", "val", "test")  # the splits of both shipped sets (the emoji 
 EMOJI_SPLITS = (*SPLITS, "all")
 CAPTION_LANGS = ("en", "ko")  # the languages every shipped caption is written in
 LANGS = (*CAPTION_LANGS, "both")  # a data set's `lang`: one of them, or both (a language per image and epoch)
-
-# OpenAI CLIP's per-channel statistics of its training images (RGB, on a 0..1 scale). The emoji set's own are
-# mean (0.80, 0.75, 0.71), std (0.30, 0.30, 0.35) (white backgrounds), so its inputs centre near +1.2 rather than 0;
-# ln_pre after the patch embedding absorbs that, and keeping OpenAI's values lets the same tensors feed pretrained
-# OpenAI weights. Pass mean/std to `to_model_input` to use others.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 REBUILD_HINT = (
     "restore the shipped files with `git checkout -- data/emoji` or rebuild them with "
@@ -259,10 +254,10 @@ class EmojiDataset(Dataset):
             holds every emoji once; emoji none of them draws are left out.
 
     Item i is (images[i] uint8 (S, S, 3), caption str). Whole-split tensors are attributes, so training can
-    prepare everything up front: `images` uint8 (N, S, S, 3) (the current epoch's drawings), `records` (dicts, see
-    `load_emoji`), `duplicate_groups` (equal ids = some artist's drawings are byte-identical; for
-    `DistinctBatchSampler`),
-    `captions(epoch)`, `epoch_images(epoch)`, and per artist `artist_images` (A, N, S, S, 3) and `drawn` (A, N).
+    prepare everything up front: `images` uint8 (N, S, S, 3) and `captions` (list of N str), both the current
+    epoch's; `epoch_images(epoch)` and `epoch_captions(epoch)` for any epoch; `records` (dicts, see `load_emoji`),
+    `duplicate_groups` (equal ids = some artist's drawings are byte-identical; for `DistinctBatchSampler`), and per
+    artist `artist_images` (A, N, S, S, 3) and `drawn` (A, N). The shapes set answers the same four names.
 
         >>> test = EmojiDataset("test", lang="ko", image_size=32, captions="eval")
         >>> image, caption = test[0]
@@ -365,16 +360,22 @@ class EmojiDataset(Dataset):
         lang = self.lang if self.lang != "both" else rng.choice(CAPTION_LANGS)
         return make_caption(record, lang, rng)
 
-    def captions(self, epoch: int | None = None) -> list[str]:
-        """All captions of the split at `epoch` (default: the current one), in item order."""
-        return [self.caption(i, epoch) for i in range(len(self))]
+    @property
+    def captions(self) -> list[str]:
+        """Every item's caption at the current epoch, in item order (a list, like the shapes set's `captions`)."""
+        return self.epoch_captions()
 
     def epoch_captions(self, epoch: int | None = None) -> list[str]:
-        """`captions(epoch)`: the name both shipped data sets answer to (the shapes set's are the same every epoch)."""
-        return self.captions(epoch)
+        """Every item's caption at `epoch` (default: the current one), in item order: what a sampler or a training
+        loop asks for, since training captions change from epoch to epoch."""
+        return [self.caption(i, epoch) for i in range(len(self))]
 
 
 # --------------------------------------------------------------------------------------------- model input
+# Inputs are normalised with OpenAI CLIP's channel statistics (CLIP_MEAN, CLIP_STD). The emoji set's own are
+# mean (0.80, 0.75, 0.71), std (0.30, 0.30, 0.35) (white backgrounds), so its inputs centre near +1.2 rather than 0;
+# ln_pre after the patch embedding absorbs that, and keeping OpenAI's values lets the same tensors feed pretrained
+# OpenAI weights. Pass mean/std to `to_model_input` to use others.
 def to_model_input(images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,
                    std: Sequence[float] = CLIP_STD) -> torch.Tensor:
     """uint8 images (N, H, W, 3) -> float32 (N, 3, H, W), scaled to 0..1 and normalised per channel.
@@ -476,7 +477,8 @@ class DistinctBatchSampler(Sampler[list[int]]):
     they spread over different batches; a class larger than the number of batches opens extra ones.
 
     Args:
-        captions: the captions, or a function epoch -> captions (e.g. `dataset.captions`) when they change per epoch.
+        captions: the captions, or a function epoch -> captions (e.g. `dataset.epoch_captions`) when they change
+            per epoch.
         batch_size: at most this many items per batch; all batches are full except the last (or extra ones).
         groups: optional group id per item (e.g. `dataset.duplicate_groups`); items with equal ids never share a batch.
         families: optional family label per item (e.g. the base emoji of its skin-tone and gender variants). The

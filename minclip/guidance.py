@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import CLIP_MEAN, CLIP_STD
+from .model import CLIP_MEAN, CLIP_STD
 from .shapes import _HEART_H, _HEART_Y, _STAR, _TRIANGLE, BACKGROUND, COLOURS, SHAPES, SIZES, Polygon, Scene, \
     SceneObject
 

@@ -46,9 +46,11 @@ else:  # copied as loose files side by side
     from vision import ResNetEncoder, VisionTransformer
 
 IMAGE_ENCODERS = ("vit", "resnet", "modified_resnet")
-# CLIP's per-channel image statistics (also minclip.data.CLIP_MEAN/CLIP_STD; repeated so this file needs no data code)
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# OpenAI CLIP's per-channel statistics of its training images (RGB, on a 0..1 scale): a model's input is
+# (pixel - mean) / std. They live here, with the model, because they are part of what a checkpoint expects; the data
+# code (minclip.data.to_model_input, minclip.preprocess) imports them, and the open_clip export records them.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -367,7 +369,7 @@ class CLIP(nn.Module):
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file; the open_clip export is a folder of three files, give a folder")
         config = self.to_open_clip_config()
-        preprocess = dict(size=self.config.image_size, mode="RGB", mean=list(_CLIP_MEAN), std=list(_CLIP_STD),
+        preprocess = dict(size=self.config.image_size, mode="RGB", mean=list(CLIP_MEAN), std=list(CLIP_STD),
                           interpolation="bicubic", resize_mode="shortest")
         folder.mkdir(parents=True, exist_ok=True)
         paths = {"config": folder / f"{name}.json", "local_dir_config": folder / "open_clip_config.json",

@@ -6,7 +6,7 @@
 A model only ever sees the square it was trained on (S = 224 for OpenAI's base models), so a photo is scaled until
 its shorter side fits and the middle of its longer side is kept: the aspect ratio is preserved and the borders of a
 wide photo are lost. The mean and standard deviation are CLIP's, per channel, measured on its training images
-(the same constants minclip's own data pipeline uses, ``minclip.data.CLIP_MEAN``/``CLIP_STD``).
+(``minclip.model.CLIP_MEAN``/``CLIP_STD``, which minclip's own data pipeline uses too).
 
 Written with PIL and torch only (no torchvision): the tests check that it equals OpenAI's torchvision transform
 exactly, pixel for pixel. minclip's own checkpoints keep their own ``preprocess`` (``minclip.load``): they were
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import CLIP_MEAN, CLIP_STD, to_model_input
+from .data import to_model_input
+from .model import CLIP_MEAN, CLIP_STD
 
 
 def resize_and_crop(image: Image.Image, size: int) -> Image.Image:

@@ -542,7 +542,7 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     Attributes:
         images:    uint8 tensor (N, S, S, 3)
-        captions:  list of N str
+        captions:  list of N str (`epoch_captions(epoch)` and `epoch_images(epoch)` give the same at every epoch)
         languages: list of N 'en' / 'ko', the language of each caption
         records:   list of N Scene (objects with shape, colour, size, centre; relation), for evaluation
         families:  None, or with role_twins a list of N scene indices (a scene and its twin share one)
@@ -599,7 +599,8 @@ class ShapesDataset(torch.utils.data.Dataset):
         return [scene.foils(lang) for scene, lang in zip(self.records, self.languages)]
 
     def epoch_captions(self, epoch: int | None = None) -> list[str]:
-        """Every item's caption: the same at every epoch (the emoji set draws its training captions per epoch)."""
+        """Every item's caption at `epoch`: `captions`, the same at every epoch (the emoji set draws its training
+        captions per epoch, so training asks both sets by epoch)."""
         return list(self.captions)
 
     def epoch_images(self, epoch: int | None = None) -> torch.Tensor:

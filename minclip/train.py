@@ -810,7 +810,7 @@ def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig
     """Recall@1 and @5 on the validation split: each plain-name caption against every validation image."""
     lang = "en" if config.lang == "both" else config.lang
     val = load_pairs(config.data, "val", lang, image_size, config.seed, captions="eval")
-    captions = val.epoch_captions(0)
+    captions = val.captions
     result = retrieval_evaluate(model, tokenizer, to_model_input(val.images), captions, list(range(len(captions))),
                                 ks=(1, 5))
     return {f"{direction}_R@{k}": result[direction][f"R@{k}"]

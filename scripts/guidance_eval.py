@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     if args.shapes_model is None:
         shapes_model, shapes_tokenizer = trained("12_shapes")
     else:
-        shapes_model, _, shapes_tokenizer = minclip.load(args.shapes_model)
+        shapes_model, _, shapes_tokenizer = minclip.load(args.shapes_model, fast_path=True)  # towers as trained()'s
         shapes_model.eval()
         results["shapes_model"] = str(args.shapes_model)
     count = 8 if args.quick else RERANK_CAPTIONS

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import minclip.data as data
+import minclip.model as model
 from minclip.data import (
     ARTISTS, CLIP_MEAN, CLIP_STD, DATA_DIR, TEMPLATES, DistinctBatchSampler, EmojiDataset, augment, flip_allowed,
     from_model_input, load_artist, load_emoji, make_caption, resize_images, to_model_input, verify_files,
@@ -380,7 +381,7 @@ def _template_index(caption, record, lang):
 def test_training_captions_follow_the_templates(lang):
     train = EmojiDataset("train", lang=lang, image_size=8, seed=0)
     used = collections.Counter()
-    for record, caption in zip(train.records, train.captions()):
+    for record, caption in zip(train.records, train.captions):
         assert record[f"name_{lang}"] in caption
         t = _template_index(caption, record, lang)
         assert t is not None, caption
@@ -400,15 +401,30 @@ def test_make_caption_leaves_out_keywords_that_repeat_the_name():
 def test_captions_are_deterministic_per_seed_and_epoch():
     a = EmojiDataset("val", lang="both", image_size=8, seed=1)
     b = EmojiDataset("all", lang="both", image_size=8, seed=1)
-    epoch0 = a.captions()
-    assert epoch0 == a.captions(0) == EmojiDataset("val", lang="both", image_size=8, seed=1).captions()
+    epoch0 = a.captions
+    assert epoch0 == a.epoch_captions(0) == EmojiDataset("val", lang="both", image_size=8, seed=1).captions
     a.set_epoch(1)
-    assert a.captions() != epoch0 and a.captions(0) == epoch0
-    assert EmojiDataset("val", lang="both", image_size=8, seed=2).captions() != epoch0
+    assert a.captions != epoch0 and a.captions == a.epoch_captions(1) and a.epoch_captions(0) == epoch0
+    assert EmojiDataset("val", lang="both", image_size=8, seed=2).captions != epoch0
     position = {r["index"]: i for i, r in enumerate(b.records)}
     assert [b.caption(position[r["index"]]) for r in a.records] == epoch0  # an image's caption ignores the split
     korean = sum(bool(re.search("[가-힣]", c)) for c in epoch0)
     assert 0.35 < korean / len(epoch0) < 0.65  # 'both' mixes the languages
+
+
+@pytest.mark.parametrize("name", ["emoji", "shapes"])
+def test_both_shipped_sets_expose_captions_the_same_way(name):
+    """`captions` is a list of the current epoch's captions, `epoch_captions(epoch)` any epoch's, on both sets: the
+    emoji set draws new training captions each epoch, the shapes set keeps its own."""
+    from minclip.shapes import ShapesDataset
+
+    dataset = EmojiDataset("val", lang="both", image_size=8) if name == "emoji" else \
+        ShapesDataset("val", lang="both", image_size=24, num_images=40)
+    assert isinstance(dataset.captions, list) and all(isinstance(c, str) for c in dataset.captions)
+    assert dataset.captions == [dataset[i][1] for i in range(len(dataset))] == dataset.epoch_captions(0)
+    assert torch.equal(dataset.images, dataset.epoch_images(0))
+    later = dataset.epoch_captions(1)
+    assert len(later) == len(dataset) and (later == dataset.captions) == (name == "shapes")
 
 
 # --------------------------------------------------------------------------------------------- model input
@@ -421,6 +437,7 @@ def test_to_model_input_matches_a_float64_reference():
         reference[:, c] = (images[..., c].double() / 255 - CLIP_MEAN[c]) / CLIP_STD[c]
     torch.testing.assert_close(x.double(), reference, rtol=1e-6, atol=1e-6)
     assert torch.equal(from_model_input(x), images)
+    assert CLIP_MEAN is model.CLIP_MEAN and CLIP_STD is model.CLIP_STD  # one definition, beside the model
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(5, 7, 3, dtype=torch.uint8), torch.zeros(2, 3, 5, 7, dtype=torch.uint8),
@@ -506,24 +523,25 @@ def _assert_valid_batches(batches, captions, groups, n, batch_size):
 def test_sampler_keeps_equal_captions_and_duplicate_images_apart():
     train = EmojiDataset("train", lang="en", image_size=8, captions="eval")
     for batch_size in (64, 256):
-        sampler = DistinctBatchSampler(train.captions, batch_size, groups=train.duplicate_groups, seed=3)
+        sampler = DistinctBatchSampler(train.epoch_captions, batch_size, groups=train.duplicate_groups, seed=3)
         for epoch in (0, 1):
             sampler.set_epoch(epoch)
             batches = list(sampler)
-            _assert_valid_batches(batches, train.captions(), train.duplicate_groups, len(train), batch_size)
+            _assert_valid_batches(batches, train.captions, train.duplicate_groups, len(train), batch_size)
             assert len(batches) == -(-len(train) // batch_size)  # no extra batches needed on this set
     names = {r["name_en"]: i for i, r in enumerate(train.records)}
     norway, svalbard = names["flag: Norway"], names["flag: Svalbard & Jan Mayen"]
-    assert all(not {norway, svalbard} <= set(b) for b in DistinctBatchSampler(train.captions(), 3000,
+    assert all(not {norway, svalbard} <= set(b) for b in DistinctBatchSampler(train.captions, 3000,
                                                                               groups=train.duplicate_groups))
 
 
 def test_sampler_keeps_families_together_as_hard_negatives():
     train = EmojiDataset("train", lang="en", image_size=8, captions="eval")
     families = [r["family"] for r in train.records]
-    sampler = DistinctBatchSampler(train.captions, 128, groups=train.duplicate_groups, families=families, seed=0)
+    sampler = DistinctBatchSampler(train.epoch_captions, 128, groups=train.duplicate_groups, families=families,
+                                   seed=0)
     batches = list(sampler)
-    _assert_valid_batches(batches, train.captions(), train.duplicate_groups, len(train), 128)
+    _assert_valid_batches(batches, train.captions, train.duplicate_groups, len(train), 128)
     batch_of = {i: b for b, batch in enumerate(batches) for i in batch}
     members = collections.defaultdict(list)
     for i, family in enumerate(families):
@@ -533,11 +551,11 @@ def test_sampler_keeps_families_together_as_hard_negatives():
         if len(items) <= 128 and not identical_images:
             assert len({batch_of[i] for i in items}) <= 2, family
     siblings_per_batch = [len(b) - len({families[i] for i in b}) for b in batches]
-    random_batches = DistinctBatchSampler(train.captions, 128, groups=train.duplicate_groups, seed=0)
+    random_batches = DistinctBatchSampler(train.epoch_captions, 128, groups=train.duplicate_groups, seed=0)
     random_siblings = [len(b) - len({families[i] for i in b}) for b in random_batches]
     assert sum(siblings_per_batch) > 2 * sum(random_siblings)  # many more siblings meet in a batch
     with pytest.raises(ValueError, match="got 3032 captions but 2 families"):
-        DistinctBatchSampler(train.captions, 128, families=["a", "b"]).batches()
+        DistinctBatchSampler(train.epoch_captions, 128, families=["a", "b"]).batches()
 
 
 def test_sampler_with_many_repeated_captions():
@@ -552,12 +570,12 @@ def test_sampler_with_many_repeated_captions():
 
 def test_sampler_changes_training_captions_per_epoch_and_works_with_a_dataloader():
     train = EmojiDataset("train", lang="both", image_size=8, seed=0)
-    sampler = DistinctBatchSampler(train.captions, 128, groups=train.duplicate_groups)
+    sampler = DistinctBatchSampler(train.epoch_captions, 128, groups=train.duplicate_groups)
     loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate)
     for epoch in (0, 1):
         train.set_epoch(epoch)
         sampler.set_epoch(epoch)
-        _assert_valid_batches(sampler.batches(), train.captions(), train.duplicate_groups, len(train), 128)
+        _assert_valid_batches(sampler.batches(), train.captions, train.duplicate_groups, len(train), 128)
     images, tokens = next(iter(loader))
     assert images.shape == (128, 3, 8, 8) and tokens.shape == (128, 40)
     with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
@@ -573,7 +591,7 @@ def test_gallery_draws_korean_without_missing_glyphs():
     test = EmojiDataset("test", lang="ko", image_size=16, captions="eval")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" for each missing glyph
-        fig = show_gallery(test.images[:5], test.captions()[:5], ncols=3, colors=["green"] * 5, title="시험")
+        fig = show_gallery(test.images[:5], test.captions[:5], ncols=3, colors=["green"] * 5, title="시험")
         fig.canvas.draw()
     assert len([ax for ax in fig.axes if ax.images]) == 5
     assert fig.axes[0].get_title() != ""
@@ -625,7 +643,7 @@ def test_artists_leave_out_the_emoji_none_of_them_draws():
 
 def test_a_batch_never_holds_two_drawings_of_one_caption():
     mixed = EmojiDataset("train", image_size=8, artists=("noto", "openmoji", "emojione"))
-    sampler = DistinctBatchSampler(mixed.captions, 128, groups=mixed.duplicate_groups, drop_last=True)
+    sampler = DistinctBatchSampler(mixed.epoch_captions, 128, groups=mixed.duplicate_groups, drop_last=True)
     for epoch in (0, 3):
         for batch in sampler.batches(epoch):
             names = [mixed.records[i]["name_en"] for i in batch]

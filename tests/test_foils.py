@@ -73,7 +73,7 @@ def test_emoji_foil_is_the_caption_with_a_training_siblings_name(emoji_train):
     train_names = {record[f"name_{lang}"] for record in records for lang in ("en", "ko")}
     foils = epoch_foils(emoji_train, 2)
     assert foils == epoch_foils(EmojiDataset("train", lang="both", image_size=8, seed=1), 2)  # replays
-    captions = emoji_train.captions(2)
+    captions = emoji_train.epoch_captions(2)
     with_foil = 0
     for i, (caption, foil) in enumerate(zip(captions, foils)):
         if not siblings[i]:
@@ -126,7 +126,7 @@ def test_a_foil_equal_to_another_true_caption_of_the_batch_is_left_out():
 def test_foils_never_equal_a_true_caption_of_their_batch(data, emoji_train):
     dataset = ShapesDataset("train", image_size=24, num_images=2000) if data == "shapes" else emoji_train
     for epoch in range(2):
-        captions = dataset.captions if data == "shapes" else dataset.captions(epoch)
+        captions = dataset.epoch_captions(epoch)
         foils = epoch_foils(dataset, epoch)
         sampler = DistinctBatchSampler(captions, 128, seed=epoch, drop_last=True)
         used = dropped = 0

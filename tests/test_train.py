@@ -70,7 +70,7 @@ def test_trained_with_tells_whether_a_checkpoint_is_this_run(finished_run, tmp_p
 
 def test_checkpoint_round_trip_through_load(finished_run):
     result, out = finished_run
-    model, preprocess, tokenizer = load(out / "checkpoint.pt")
+    model, preprocess, tokenizer = load(out / "checkpoint.pt", fast_path=True)  # the towers training ran
     assert not model.training and tokenizer.merges == result.tokenizer.merges
     images = EmojiDataset("val", image_size=64, captions="eval").images[:4]  # 64x64: preprocess resizes to 16x16
     tokens = tokenizer.tokenize(["red heart", "cat face", "sun", "moon"], model.config.context_length)
@@ -79,6 +79,55 @@ def test_checkpoint_round_trip_through_load(finished_run):
         got = model.encode_image(preprocess(images)), model.encode_text(tokens)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert preprocess(images).shape == (4, 3, 16, 16)
+
+
+def test_load_gives_the_plain_towers_whose_hooks_fire(finished_run):
+    """Training runs the shortcuts of speedups.py, whose MLPs never call `mlp.gelu`; `load` rebuilds the plain towers
+    (the same weights), so a hook on every `mlp.gelu` fires and the features equal the trained model's to rounding."""
+    from minclip.speedups import FastTextTransformer, FastVisionTransformer
+    from minclip.text import TextTransformer
+    from minclip.vision import VisionTransformer
+
+    result, out = finished_run
+    assert read_checkpoint(out / "checkpoint.pt")["model_config"]["fast_path"]  # what train stores
+    assert isinstance(result.model.visual, FastVisionTransformer) and isinstance(result.model.text, FastTextTransformer)
+    model, preprocess, tokenizer = load(out / "checkpoint.pt")
+    assert type(model.visual) is VisionTransformer and type(model.text) is TextTransformer
+    assert not model.config.fast_path and model.config == result.model.config
+    for a, b in zip(model.state_dict().items(), result.model.state_dict().items()):
+        assert a[0] == b[0] and torch.equal(a[1], b[1])
+    fired = []
+    blocks = [*model.visual.transformer.resblocks, *model.text.transformer.resblocks]
+    handles = [block.mlp.gelu.register_forward_hook(lambda module, inputs, output: fired.append(output.shape))
+               for block in blocks]
+    images = preprocess(EmojiDataset("val", image_size=64, captions="eval").images[:4])  # (4, 3, 16, 16)
+    tokens = tokenizer.tokenize(["red heart", "cat face", "sun", "moon"], model.config.context_length)
+    with torch.no_grad():
+        got = model.encode_image(images), model.encode_text(tokens)
+        expected = result.model.encode_image(images), result.model.encode_text(tokens)
+    assert len(fired) == len(blocks) and fired[0][0] == 4  # once per block, the whole batch
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for handle in handles:
+        handle.remove()
+    with pytest.raises(TypeError, match="fast_path must be True or False, got 'yes'"):
+        load(out / "checkpoint.pt", fast_path="yes")
+
+
+def test_load_builds_openai_weights_plain_or_with_the_fast_path(tmp_path):
+    from minclip.speedups import FastVisionTransformer
+    from minclip.vision import VisionTransformer
+
+    torch.manual_seed(0)
+    config = CLIPConfig(embed_dim=32, image_size=32, patch_size=16, vision_width=64, vision_layers=1, vision_heads=1,
+                        vocab_size=49408, context_length=77, text_width=64, text_layers=1, text_heads=1)
+    torch.save(CLIP(config).to_openai_state_dict(), tmp_path / "ViT-tiny.pt")
+    plain, preprocess, tokenizer = load(tmp_path / "ViT-tiny.pt")
+    fast = load(tmp_path / "ViT-tiny.pt", fast_path=True)[0]
+    assert type(plain.visual) is VisionTransformer and isinstance(fast.visual, FastVisionTransformer)
+    images, tokens = torch.randn(2, 3, 32, 32), tokenizer.tokenize(["a red square", "a blue circle"])
+    with torch.no_grad():
+        torch.testing.assert_close(fast.encode_image(images), plain.encode_image(images), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast.encode_text(tokens), plain.encode_text(tokens), rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_holds_what_resuming_needs(finished_run):
