@@ -260,7 +260,7 @@ def load_openai(path: str | Path, device: str = "cpu", state_dict: dict | None =
     """OpenAI's released weights, ready to use: `(model, preprocess, tokenizer)`, as their `clip.load` gives them.
 
     `path` is one of the TorchScript archives OpenAI released (`ViT-B-32.pt`, `RN50.pt`, ...; the addresses are in
-    README.md) or a file holding an OpenAI-format state dict (`torch.save(state_dict, path)`, as written by
+    docs/openai.md) or a file holding an OpenAI-format state dict (`torch.save(state_dict, path)`, as written by
     `python -m minclip export`); `state_dict`, when given, is its already-read content. The model is minclip's CLIP
     (ViT or OpenAI's ResNet) in float32 and eval mode, the tokenizer OpenAI's BPE (49,408 tokens), and `preprocess`
     is `minclip.preprocess.CLIPPreprocess`: shorter side resized to the input size with bicubic interpolation, centre

@@ -84,7 +84,7 @@ class TrainConfig:
     data: str = "emoji"  # "emoji" (the shipped bilingual set), "shapes" (procedural), or a path to your own pairs
     lang: str = "en"  # caption language: "en", "ko" or "both"
     artists: tuple[str, ...] = ("noto",)  # emoji: whose drawings to train on (data.ARTISTS); the others are unseen
-    epochs: int = 44  # passes over the training split (44 fit the main job's 5-minute CPU budget; README)
+    epochs: int = 44  # passes over the training split (44 fit the main job's 5-minute CPU budget; docs/experiments.md)
     batch_size: int = 128  # pairs per step (over all processes); every other pair in the batch is a negative
     loss: str = "clip"  # "clip": InfoNCE, a softmax over the batch; "siglip": a sigmoid per pair, with a learned bias
     lr: float = 1e-3  # peak learning rate, reached after the warm-up
