@@ -373,7 +373,7 @@ def _search(args) -> int:
     if args.images:
         images, names = _read_image_folder(Path(args.images), *_reading(model, preprocess))
     else:
-        emoji = EmojiDataset("all", captions="eval")  # at the shipped size
+        emoji = EmojiDataset("all", caption_mode="eval")  # at the shipped size
         images, names = emoji.images, [record["name_en"] for record in emoji.records]
     image_features = encode_images(model, images, preprocess=preprocess)  # (N, E), unit length
     with torch.no_grad():

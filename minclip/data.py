@@ -246,7 +246,7 @@ class EmojiDataset(Dataset):
         split: "train", "val", "test" (held-out compositions, see data/README.md) or "all".
         lang: "en", "ko" or "both" (training captions pick a language per image and epoch).
         image_size: side S of the returned images, 1..64 (smaller than 64: area-downscaled once, cached).
-        captions: "train" (templates over name, keywords and group, drawn per epoch) or "eval" (the plain name).
+        caption_mode: "train" (templates over name, keywords and group, drawn per epoch) or "eval" (the plain name).
         seed: with `set_epoch`, fixes every training caption: caption(i) depends only on (seed, epoch, image).
         root: folder holding the shipped files (default: data/emoji next to the package).
         artists: whose drawings to use (`ARTISTS`; default Noto's alone). With several, each emoji shows one of
@@ -259,22 +259,22 @@ class EmojiDataset(Dataset):
     `duplicate_groups` (equal ids = some artist's drawings are byte-identical; for `DistinctBatchSampler`), and per
     artist `artist_images` (A, N, S, S, 3) and `drawn` (A, N). The shapes set answers the same four names.
 
-        >>> test = EmojiDataset("test", lang="ko", image_size=32, captions="eval")
+        >>> test = EmojiDataset("test", lang="ko", image_size=32, caption_mode="eval")
         >>> image, caption = test[0]
         >>> tuple(image.shape), image.dtype
         ((32, 32, 3), torch.uint8)
     """
 
     def __init__(self, split: str = "train", lang: str = "en", image_size: int = SHIPPED_SIZE,
-                 captions: str = "train", seed: int = 0, root: str | Path | None = None,
+                 caption_mode: str = "train", seed: int = 0, root: str | Path | None = None,
                  artists: Sequence[str] = ("noto",)):
         if split not in EMOJI_SPLITS:
             raise ValueError(f"split must be one of {EMOJI_SPLITS}, got {split!r}")
         if lang not in LANGS:
             raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
-        if captions not in ("train", "eval"):
-            raise ValueError(f"captions must be 'train' (templates) or 'eval' (plain names), got {captions!r}")
-        if captions == "eval" and lang == "both":
+        if caption_mode not in ("train", "eval"):
+            raise ValueError(f"caption_mode must be 'train' (templates) or 'eval' (plain names), got {caption_mode!r}")
+        if caption_mode == "eval" and lang == "both":
             raise ValueError("evaluation captions are the plain name in one language: use lang='en' or lang='ko'")
         if isinstance(artists, str) or not artists or len(set(artists)) != len(artists) \
                 or not set(artists) <= set(ARTISTS):
@@ -283,7 +283,7 @@ class EmojiDataset(Dataset):
         drawings = [load_artist(artist, image_size, root) for artist in artists]  # [(images, present)] per artist
         drawn = torch.stack([present for _, present in drawings])  # (A, N_all) bool
         keep = [i for i, r in enumerate(records) if (split == "all" or r["split"] == split) and drawn[:, i].any()]
-        self.split, self.lang, self.image_size, self.caption_mode, self.seed = split, lang, image_size, captions, seed
+        self.split, self.lang, self.image_size, self.caption_mode, self.seed = split, lang, image_size, caption_mode, seed
         self.records = [dict(records[i]) for i in keep]
         self.artists = tuple(artists)
         self.artist_images = torch.stack([images[keep] for images, _ in drawings])  # (A, N, S, S, 3) uint8

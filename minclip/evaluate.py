@@ -607,7 +607,7 @@ def heldout_pairs(data: str, lang: str, image_size: int, seed: int = 0) -> HeldO
     if lang not in CAPTION_LANGS:
         raise ValueError(f"held-out captions are in one language: lang must be 'en' or 'ko', got {lang!r}")
     if data == "emoji":
-        everything = EmojiDataset("all", lang=lang, image_size=image_size, captions="eval")
+        everything = EmojiDataset("all", lang=lang, image_size=image_size, caption_mode="eval")
         test = [i for i, record in enumerate(everything.records) if record["split"] == "test"]
         return HeldOut(everything.images, to_model_input(everything.images), test,
                        [everything.caption(i) for i in test], families=[r["family"] for r in everything.records])

@@ -282,12 +282,12 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 
 # ------------------------------------------------------------------------------------------------------- data
-def load_pairs(data: str, split: str, lang: str, image_size: int, seed: int, captions: str = "train",
+def load_pairs(data: str, split: str, lang: str, image_size: int, seed: int, caption_mode: str = "train",
                artists: tuple[str, ...] = ("noto",), role_twins: bool = False):
     """The dataset of `split` for `data`; training captions (and, with several artists, the emoji's drawings) vary
     per epoch for emoji, they are fixed for shapes (with `role_twins`, each scene is followed by its role twin)."""
     if data == "emoji":
-        return EmojiDataset(split, lang=lang, image_size=image_size, captions=captions, seed=seed, artists=artists)
+        return EmojiDataset(split, lang=lang, image_size=image_size, caption_mode=caption_mode, seed=seed, artists=artists)
     return ShapesDataset(split, lang=lang, image_size=image_size, seed=seed, role_twins=role_twins)
 
 
@@ -809,7 +809,7 @@ def check_finite(loss: float, model: CLIP, step: int, config: TrainConfig) -> No
 def validation_metrics(model: CLIP, tokenizer: BPETokenizer, config: TrainConfig, image_size: int) -> dict:
     """Recall@1 and @5 on the validation split: each plain-name caption against every validation image."""
     lang = "en" if config.lang == "both" else config.lang
-    val = load_pairs(config.data, "val", lang, image_size, config.seed, captions="eval")
+    val = load_pairs(config.data, "val", lang, image_size, config.seed, caption_mode="eval")
     captions = val.captions
     result = retrieval_evaluate(model, tokenizer, to_model_input(val.images), captions, list(range(len(captions))),
                                 ks=(1, 5))

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         return write(results, start, f"results_{args.shapes_model.parent.name}.json")
     a, a_tokenizer = trained("12_emoji_seed0")
     b, b_tokenizer = trained("12_emoji_seed1")
-    emoji = EmojiDataset("all", captions="eval")
+    emoji = EmojiDataset("all", caption_mode="eval")
     names = [record["name_en"] for record in emoji.records]
     results["prior"] = {}
     for caption in HEARTS[:2] if args.quick else HEARTS:

@@ -113,7 +113,7 @@ def measure_emoji(model, tokenizer) -> dict:
     recall = retrieval_recall(similarity, heldout.test_indices, ks=(1, 5))["text_to_image"]
     row = {"within family": within_family_accuracy(similarity, heldout.test_indices, heldout.families)["accuracy"],
            "R@1": recall["R@1"], "R@5": recall["R@5"]}
-    records = EmojiDataset("all", image_size=8, captions="eval").records
+    records = EmojiDataset("all", image_size=8, caption_mode="eval").records
     for holdout in ("skin-tone", "gender-role"):  # a new tone of a known person; a new gender of a known role
         queries = [q for q, target in enumerate(heldout.test_indices) if records[target]["holdout"] == holdout]
         targets = [heldout.test_indices[q] for q in queries]

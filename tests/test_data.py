@@ -338,7 +338,7 @@ def test_resize_is_an_area_average():
 
 def test_dataset_items_and_whole_split_tensors(shipped):
     records, images = shipped
-    test = EmojiDataset("test", lang="ko", image_size=32, captions="eval")
+    test = EmojiDataset("test", lang="ko", image_size=32, caption_mode="eval")
     keep = [r["index"] for r in records if r["split"] == "test"]
     assert len(test) == len(keep) and test.images.shape == (len(keep), 32, 32, 3)
     torch.testing.assert_close(test.images, resize_images(images[keep], 32))
@@ -352,8 +352,8 @@ def test_dataset_items_and_whole_split_tensors(shipped):
 @pytest.mark.parametrize("kwargs, message", [
     ({"split": "dev"}, r"split must be one of \('train', 'val', 'test', 'all'\), got 'dev'"),
     ({"lang": "fr"}, r"lang must be one of \('en', 'ko', 'both'\), got 'fr'"),
-    ({"captions": "plain"}, r"captions must be 'train' \(templates\) or 'eval' \(plain names\), got 'plain'"),
-    ({"captions": "eval", "lang": "both"}, r"use lang='en' or lang='ko'"),
+    ({"caption_mode": "plain"}, r"caption_mode must be 'train' \(templates\) or 'eval' \(plain names\), got 'plain'"),
+    ({"caption_mode": "eval", "lang": "both"}, r"use lang='en' or lang='ko'"),
     ({"image_size": 128}, r"image_size must be an int in 1\.\.64 \(the shipped size\), got 128"),
 ])
 def test_dataset_rejects_bad_arguments(kwargs, message):
@@ -521,7 +521,7 @@ def _assert_valid_batches(batches, captions, groups, n, batch_size):
 
 
 def test_sampler_keeps_equal_captions_and_duplicate_images_apart():
-    train = EmojiDataset("train", lang="en", image_size=8, captions="eval")
+    train = EmojiDataset("train", lang="en", image_size=8, caption_mode="eval")
     for batch_size in (64, 256):
         sampler = DistinctBatchSampler(train.epoch_captions, batch_size, groups=train.duplicate_groups, seed=3)
         for epoch in (0, 1):
@@ -536,7 +536,7 @@ def test_sampler_keeps_equal_captions_and_duplicate_images_apart():
 
 
 def test_sampler_keeps_families_together_as_hard_negatives():
-    train = EmojiDataset("train", lang="en", image_size=8, captions="eval")
+    train = EmojiDataset("train", lang="en", image_size=8, caption_mode="eval")
     families = [r["family"] for r in train.records]
     sampler = DistinctBatchSampler(train.epoch_captions, 128, groups=train.duplicate_groups, families=families,
                                    seed=0)
@@ -588,7 +588,7 @@ def test_sampler_changes_training_captions_per_epoch_and_works_with_a_dataloader
 def test_gallery_draws_korean_without_missing_glyphs():
     import matplotlib.pyplot as plt
 
-    test = EmojiDataset("test", lang="ko", image_size=16, captions="eval")
+    test = EmojiDataset("test", lang="ko", image_size=16, caption_mode="eval")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" for each missing glyph
         fig = show_gallery(test.images[:5], test.captions[:5], ncols=3, colors=["green"] * 5, title="시험")
@@ -653,10 +653,10 @@ def test_a_batch_never_holds_two_drawings_of_one_caption():
 
 def test_emoji_some_artist_draws_alike_share_a_duplicate_group(shipped):
     records, _ = shipped
-    noto_only = EmojiDataset("all", image_size=64, captions="eval")
+    noto_only = EmojiDataset("all", image_size=64, caption_mode="eval")
     expected = [r["index"] if r["duplicate_group"] is None else r["duplicate_group"] for r in records]
     assert noto_only.duplicate_groups == expected  # Noto's own copies, as captions.jsonl records them
-    mixed = EmojiDataset("all", image_size=64, captions="eval", artists=("noto", "openmoji"))
+    mixed = EmojiDataset("all", image_size=64, caption_mode="eval", artists=("noto", "openmoji"))
     group = dict(zip((r["name_en"] for r in mixed.records), mixed.duplicate_groups))
     assert group["farmer"] == group["man farmer"] != group["woman farmer"]  # OpenMoji draws the first two alike
     assert group["flag: Norway"] == group["flag: Svalbard & Jan Mayen"]  # Noto's pairs stay together

@@ -89,18 +89,18 @@ def test_emoji_foil_is_the_caption_with_a_training_siblings_name(emoji_train):
         assert all(records[j]["family"] == records[i]["family"] for j in matches)
     assert with_foil > 1000  # most people and hands have training siblings
     # the foils name training emoji only: no held-out (val/test) name ever appears in training, even as a negative
-    eval_set = EmojiDataset("train", lang="en", image_size=8, captions="eval")
+    eval_set = EmojiDataset("train", lang="en", image_size=8, caption_mode="eval")
     assert {foil for foil in epoch_foils(eval_set, 0) if foil is not None} <= train_names
     assert all(record["split"] == "train" for record in records)
 
 
 def test_emoji_foil_swaps_tone_and_gender_words():
-    dataset = EmojiDataset("train", lang="en", image_size=8, captions="eval")
+    dataset = EmojiDataset("train", lang="en", image_size=8, caption_mode="eval")
     row = [record["name_en"] for record in dataset.records].index("man feeding baby: dark skin tone")
     drawn = {emoji_foil(dataset, row, epoch) for epoch in range(60)}
     assert "man feeding baby: medium-dark skin tone" in drawn and "woman feeding baby: dark skin tone" in drawn
     assert all(foil.endswith("feeding baby") or "skin tone" in foil for foil in drawn)
-    held_out = {r["name_en"] for r in EmojiDataset("test", image_size=8, captions="eval").records}
+    held_out = {r["name_en"] for r in EmojiDataset("test", image_size=8, caption_mode="eval").records}
     assert "man feeding baby: medium skin tone" in held_out and "man feeding baby: medium skin tone" not in drawn
 
 

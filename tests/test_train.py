@@ -72,7 +72,7 @@ def test_checkpoint_round_trip_through_load(finished_run):
     result, out = finished_run
     model, preprocess, tokenizer = load(out / "checkpoint.pt", fast_path=True)  # the towers training ran
     assert not model.training and tokenizer.merges == result.tokenizer.merges
-    images = EmojiDataset("val", image_size=64, captions="eval").images[:4]  # 64x64: preprocess resizes to 16x16
+    images = EmojiDataset("val", image_size=64, caption_mode="eval").images[:4]  # 64x64: preprocess resizes to 16x16
     tokens = tokenizer.tokenize(["red heart", "cat face", "sun", "moon"], model.config.context_length)
     with torch.no_grad():
         expected = result.model.encode_image(preprocess(images)), result.model.encode_text(tokens)
@@ -100,7 +100,7 @@ def test_load_gives_the_plain_towers_whose_hooks_fire(finished_run):
     blocks = [*model.visual.transformer.resblocks, *model.text.transformer.resblocks]
     handles = [block.mlp.gelu.register_forward_hook(lambda module, inputs, output: fired.append(output.shape))
                for block in blocks]
-    images = preprocess(EmojiDataset("val", image_size=64, captions="eval").images[:4])  # (4, 3, 16, 16)
+    images = preprocess(EmojiDataset("val", image_size=64, caption_mode="eval").images[:4])  # (4, 3, 16, 16)
     tokens = tokenizer.tokenize(["red heart", "cat face", "sun", "moon"], model.config.context_length)
     with torch.no_grad():
         got = model.encode_image(images), model.encode_text(tokens)
@@ -173,7 +173,7 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
 
 def test_overfitting_32_pairs_drives_the_loss_far_below_chance():
     torch.manual_seed(0)
-    data = EmojiDataset("train", image_size=16, captions="eval")
+    data = EmojiDataset("train", image_size=16, caption_mode="eval")
     captions = [data.caption(i) for i in range(32)]
     tokenizer = BPETokenizer.train(captions, 640)
     model = CLIP(CLIPConfig.preset("nano", vocab_size=tokenizer.vocab_size))
@@ -276,7 +276,7 @@ def test_bad_training_options():
 
 
 def test_siglip_training_learns_32_pairs_far_below_its_chance_level():
-    data = EmojiDataset("train", image_size=16, captions="eval")
+    data = EmojiDataset("train", image_size=16, caption_mode="eval")
     captions = [data.caption(i) for i in range(32)]
     tokenizer = BPETokenizer.train(captions, 640)
     torch.manual_seed(0)
