@@ -179,7 +179,8 @@ def confusion_matrix(predictions, labels, num_classes: int) -> torch.Tensor:
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)  # (C, C)
 
 
-def retrieval_recall(similarity: torch.Tensor, caption_to_image, ks: Sequence[int] = (1, 5, 10)) -> dict:
+def retrieval_recall(similarity: torch.Tensor, caption_to_image, ks: Sequence[int] = (1, 5, 10),
+                     image_to_text: bool = True) -> dict:
     """Recall@K for image search (text->image) and caption ranking (image->text), with chance levels.
 
     Args:
@@ -187,6 +188,7 @@ def retrieval_recall(similarity: torch.Tensor, caption_to_image, ks: Sequence[in
             Every image is a candidate, including images that have no caption here.
         caption_to_image: ``(n_captions,)`` index of the image each caption describes; an image may have several.
         ks: which K to report.
+        image_to_text: False leaves caption ranking out (its exact chance levels cost more than the search itself).
 
     Returns:
         ``{"text_to_image": {"R@1": ..., "R@1_chance": ..., ..., "queries": n_captions},
@@ -218,23 +220,26 @@ def retrieval_recall(similarity: torch.Tensor, caption_to_image, ks: Sequence[in
     belongs = caption_to_image[:, None] == torch.arange(n_images, device=similarity.device)  # (n_captions, n_images)
 
     text_rank = _rank_of_best_correct(similarity, belongs)  # (n_captions,)
+    text_to_image = {}
+    for k in ks:
+        text_to_image[f"R@{k}"] = (text_rank < k).float().mean().item()
+        text_to_image[f"R@{k}_chance"] = min(k, n_images) / n_images
+    text_to_image["queries"] = n_captions
+    if not image_to_text:
+        return {"text_to_image": text_to_image}
+
     counts = torch.bincount(caption_to_image, minlength=n_images)  # (n_images,): captions per image
     captioned = counts > 0  # (n_images,): images that can be queries for image->text
     image_rank = _rank_of_best_correct(similarity.T[captioned], belongs.T[captioned])  # (n_queries,)
     captions_per_image = counts[captioned].tolist()
-
-    text_to_image = {}
-    image_to_text = {}
+    ranking = {}
     for k in ks:
-        text_to_image[f"R@{k}"] = (text_rank < k).float().mean().item()
-        text_to_image[f"R@{k}_chance"] = min(k, n_images) / n_images
-        image_to_text[f"R@{k}"] = (image_rank < k).float().mean().item()
+        ranking[f"R@{k}"] = (image_rank < k).float().mean().item()
         top = min(k, n_captions)  # a random top-K misses an image when all K picks are other images' captions
         misses = [math.comb(n_captions - m, top) / math.comb(n_captions, top) for m in captions_per_image]
-        image_to_text[f"R@{k}_chance"] = 1 - sum(misses) / len(misses)
-    text_to_image["queries"] = n_captions
-    image_to_text["queries"] = len(captions_per_image)
-    return {"text_to_image": text_to_image, "image_to_text": image_to_text}
+        ranking[f"R@{k}_chance"] = 1 - sum(misses) / len(misses)
+    ranking["queries"] = len(captions_per_image)
+    return {"text_to_image": text_to_image, "image_to_text": ranking}
 
 
 def within_family_accuracy(scores: torch.Tensor, targets, families) -> dict:
@@ -686,14 +691,16 @@ def unseen_artist_report(model, tokenizer, artist: str, lang: str, image_size: i
     for name, split in (("training_captions", "train"), ("heldout_compositions", "test")):
         rows = [row for row in candidate_of if records[row]["split"] == split]
         text_features = encode_texts(model, tokenizer, [records[row][f"name_{lang}"] for row in rows])  # (Q, E)
-        recall = retrieval_recall(text_features @ image_features.T, [candidate_of[row] for row in rows])
+        recall = retrieval_recall(text_features @ image_features.T, [candidate_of[row] for row in rows],
+                                  image_to_text=False)
         report[name] = recall["text_to_image"]
     reference_images, reference_of = artist_candidates(reference, image_size)
     reference_features = encode_images(model, to_model_input(reference_images))  # (K', E)
     shared = [row for row in candidate_of if row in reference_of]  # emoji both artists draw
     drawings = image_features[[candidate_of[row] for row in shared]]  # (Q, E): the queries
     twins = [reference_of[row] for row in shared]
-    report[f"twin_in_{reference}"] = retrieval_recall(drawings @ reference_features.T, twins)["text_to_image"]
+    report[f"twin_in_{reference}"] = retrieval_recall(drawings @ reference_features.T, twins,
+                                                      image_to_text=False)["text_to_image"]
     return report
 
 

@@ -70,6 +70,12 @@ def test_retrieval_recall_by_hand_with_several_captions_per_image_and_a_tie():
     assert image_to_text["queries"] == 3
 
 
+def test_image_search_alone_gives_the_same_text_to_image_half():
+    full = retrieval_recall(SIMILARITY, CAPTION_TO_IMAGE, ks=(1, 2, 10))
+    search_only = retrieval_recall(SIMILARITY, CAPTION_TO_IMAGE, ks=(1, 2, 10), image_to_text=False)
+    assert search_only == {"text_to_image": full["text_to_image"]}
+
+
 def test_second_caption_of_the_same_image_does_not_count_against_it():
     # Image 0 has captions 0 and 1; for image -> text, caption 1 scoring above caption 0 is still a hit at 1.
     similarity = torch.tensor([[0.5, 0.0], [0.8, 0.1], [0.6, 0.9]])  # (3 captions, 2 images)
