@@ -385,6 +385,10 @@ def test_generate_saves_frames_and_says_what_it_drew(checkpoint, tmp_path, capsy
                  "--restarts", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert out.is_file() and "drew: " in printed and "the caption" in printed and "frames saved to" in printed
+    assert main(["generate", str(checkpoint), "a small red circle", "--steps", "2", "--restarts", "1",
+                 "--relaxation", "straight-through", "--start", "random", "--no-prior", "--no-search",
+                 "--out", str(out)]) == 0
+    assert "drew: a " in capsys.readouterr().out  # one object is always a scene
 
 
 @pytest.mark.parametrize("argv, message", [
