@@ -29,9 +29,12 @@ How the pieces fit:
     clip_scores(model, tokenizer, caption, images)     # (N,) cosine similarities; rerank = argmax
     best_of_n_success, rerank_curve                    # how often best-of-N picks a scene that shows the caption
     SceneParams, encode(scene), decode(params)         # a scene as differentiable tensors and back
-    render(params, image_size, edge, hard)             # soft shapes in torch; edge=1, hard=True is minclip.shapes
+    render(params, image_size, edge, hard, temperature)  # soft shapes in torch; edge=1, hard=True is minclip.shapes
     straight_through_one_hot(logits)                   # draw the arg-max, learn through the softmax
-    guide(model, tokenizer, caption, ...)              # gradient ascent on CLIP's score through render
+    row_params(batch, objects, axis), keep_in_row      # start in a row on the caption's axis, and keep it one
+    snap(params), choose_categories(score, params)     # discrete scenes, then the best value of each attribute
+    shifted_views(canvas, max_shift), readout_scores   # CLIP's score over 8 fixed shifts: steadier than one render
+    guide(model, tokenizer, caption, ...)              # all of it: ascent through render, snap, search, readout
     optimise_image(model, text_features, ...)          # the same ascent on raw or low-resolution pixels
     prior_experiment(...)                              # both, scored by the model and by a second one
 
@@ -543,8 +546,9 @@ def keep_in_row(params: SceneParams, axis: str | None) -> SceneParams:
             return params
         if axis not in ("horizontal", "vertical"):
             raise ValueError(f"axis must be None, 'horizontal' or 'vertical', got {axis!r}")
-        width = 2 * params.radius.sum(dim=1) + ROW_GAP * (K - 1)  # (B,) the row's length at zero slack
-        params.radius.mul_(((1 - ROW_GAP * (K - 1)) / (width - ROW_GAP * (K - 1))).clamp(max=1)[:, None])
+        room = 1 - ROW_GAP * (K - 1)  # what the boxes may fill, side by side
+        scale = (room / (2 * params.radius.sum(dim=1))).clamp(max=1)  # (B,) 1 where the row fits
+        params.radius.mul_(scale[:, None])
         r = params.radius  # (B, K)
         i, j = (0, 1) if axis == "horizontal" else (1, 0)  # the coordinate along the row, and across it
         along = params.centre[..., i].clone()  # (B, K)
