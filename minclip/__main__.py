@@ -40,7 +40,7 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     from .data import ARTISTS, LANGS
-    from .guidance import RELAXATIONS, STARTS
+    from .guidance import RELAXATIONS, SEARCH_STEPS, STARTS
     from .model import PRESETS
     from .train import DATASETS, LOSSES, PRECISIONS
 
@@ -183,8 +183,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="where the restarts begin: a row on the caption's axis, or anywhere (default: row)")
     generate.add_argument("--no-prior", action="store_true",
                           help="let the objects leave the row during the ascent (default: kept in a row)")
-    generate.add_argument("--no-search", action="store_true",
-                          help="skip the search over colours, shapes and sizes after the ascent")
+    generate.add_argument("--search", choices=(*SEARCH_STEPS, "none"), default="pairs",
+                          help="after the ascent, try each object's colour and shape pairs then sizes (pairs), one "
+                               "attribute at a time (one), or nothing (none); CLIP keeps its favourite "
+                               "(default: pairs)")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return parser
 
@@ -613,7 +615,8 @@ def _generate(args) -> int:
         raise UsageError(f"--steps and --restarts must be at least 1, got {args.steps} and {args.restarts}")
     model, _, tokenizer = load(args.checkpoint, fast_path=True)
     result = guide(model, tokenizer, args.caption, steps=args.steps, restarts=args.restarts, seed=args.seed,
-                   relaxation=args.relaxation, start=args.start, prior=not args.no_prior, search=not args.no_search)
+                   relaxation=args.relaxation, start=args.start, prior=not args.no_prior,
+                   search=None if args.search == "none" else args.search)
     final = to_uint8(render(result.params, model.config.image_size, hard=True))[result.best]  # (S, S, 3)
     steps = [round(i * (args.steps - 1) / max(1, len(result.frames) - 1)) for i in range(len(result.frames))]
     labels = [f"step {s}\n{result.history[s, result.best]:.2f}" for s in steps] + \

@@ -586,38 +586,50 @@ def _keep_sizes_in_row(params: SceneParams, axis: str) -> SceneParams:
     return params
 
 
-_ATTRIBUTES = ("colour", "shape", "size")  # what choose_categories searches, one object and attribute at a time
+SEARCH_STEPS = {  # what choose_categories changes together in one step, in order, for each object
+    "one": (("colour",), ("shape",), ("size",)),  # one attribute at a time: 6, 5, 2 candidates
+    "pairs": (("colour", "shape"), ("size",)),  # colour and shape together (30 candidates), then size
+}
 
 
-def choose_categories(score, params: SceneParams, axis: str | None = None, rounds: int = 2) -> SceneParams:
+def choose_categories(score, params: SceneParams, axis: str | None = None, rounds: int = 2,
+                      steps: str = "pairs") -> SceneParams:
     """Coordinate search over the discrete choices of snapped scenes: returns better scenes, never worse ones.
 
     score: a function from SceneParams (N scenes) to (N,) scores, higher is better (e.g. readout_scores with the
-    model and the caption bound). For each object and each attribute (colour, shape, size), every value is tried at
-    once (a batch of B x values scenes), and each scene keeps its best; `rounds` passes over all of them. The current
-    value is one of the candidates, so no step lowers the score. With an axis, a size change re-spaces the row.
+    model and the caption bound). For each object, each step of SEARCH_STEPS[steps] tries every combination of its
+    attributes' values at once (a batch of B x combinations scenes), and each scene keeps its best; `rounds` passes
+    over all objects. The current values are among the candidates, so no step lowers the score. Changing colour and
+    shape together ("pairs") escapes a trap of one-at-a-time search: a yellow star may beat both a red star and a
+    yellow circle while a red circle beats them all. With an axis, a size change re-spaces the row.
     """
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds!r}")
+    if steps not in SEARCH_STEPS:
+        raise ValueError(f"steps must be one of {tuple(SEARCH_STEPS)}, got {steps!r}")
     params = SceneParams(*(t.detach().clone() for t in params.tensors()))
     B, K = params.radius.shape
     sizes = torch.tensor([SIZES[s] for s in _SIZE_NAMES])  # (2,)
+    counts = {"colour": len(_COLOUR_NAMES), "shape": len(SHAPES), "size": len(sizes)}
     for _ in range(rounds):
         for k in range(K):
-            for attribute in _ATTRIBUTES:
-                count = {"colour": len(_COLOUR_NAMES), "shape": len(SHAPES), "size": len(sizes)}[attribute]
-                candidates = SceneParams(*(t.repeat_interleave(count, dim=0) for t in params.tensors()))  # B * count
-                value = torch.arange(count).repeat(B)  # (B * count,) candidate c of scene b at row b * count + c
-                if attribute == "colour":
-                    candidates.colour_logits[:, k] = _LOGIT * F.one_hot(value, count).float()
-                elif attribute == "shape":
-                    candidates.shape_logits[:, k] = _LOGIT * F.one_hot(value, count).float()
-                else:
-                    candidates.radius[:, k] = sizes[value]
-                    if axis is not None:
-                        _keep_sizes_in_row(candidates, axis)
-                scores = score(candidates).view(B, count)  # (B * count,) -> (B, count)
-                rows = torch.arange(B) * count + scores.argmax(dim=1)  # (B,) each scene's best candidate
+            for attributes in SEARCH_STEPS[steps]:
+                values = torch.cartesian_prod(*(torch.arange(counts[a]) for a in attributes))  # (C,) or (C, 2)
+                values = values.view(len(values), len(attributes))  # (C, A): one row per combination
+                C = len(values)
+                candidates = SceneParams(*(t.repeat_interleave(C, dim=0) for t in params.tensors()))  # B * C scenes
+                chosen = values.repeat(B, 1)  # (B * C, A) candidate c of scene b at row b * C + c
+                for a, attribute in enumerate(attributes):
+                    if attribute == "colour":
+                        candidates.colour_logits[:, k] = _LOGIT * F.one_hot(chosen[:, a], counts[attribute]).float()
+                    elif attribute == "shape":
+                        candidates.shape_logits[:, k] = _LOGIT * F.one_hot(chosen[:, a], counts[attribute]).float()
+                    else:
+                        candidates.radius[:, k] = sizes[chosen[:, a]]
+                        if axis is not None:
+                            _keep_sizes_in_row(candidates, axis)
+                scores = score(candidates).view(B, C)  # (B * C,) -> (B, C)
+                rows = torch.arange(B) * C + scores.argmax(dim=1)  # (B,) each scene's best candidate
                 params = SceneParams(*(t[rows] for t in candidates.tensors()))
     return params
 
@@ -640,7 +652,8 @@ class Guided:
 
 def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, views: int = 8, max_shift: int = 4,
           lr: float = 0.02, edge: tuple[float, float] = (8.0, 1.0), relaxation: str = "softmax",
-          temperature: tuple[float, float] = (1.0, 0.1), start: str = "row", prior: bool = True, search: bool = True,
+          temperature: tuple[float, float] = (1.0, 0.1), start: str = "row", prior: bool = True,
+          search: str | None = "pairs",
           frames: int = 8, seed: int = 0, objects: int | None = None, init: SceneParams | None = None) -> Guided:
     """Draw `caption` by gradient ascent of CLIP's similarity through `render`, then a search over discrete choices.
 
@@ -654,8 +667,9 @@ def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, v
        arg-max and learns through the softmax. It scores `views` randomly shifted copies of each restart and takes
        an Adam step up their mean. prior=True then projects every restart back into a row on the axis
        (keep_in_row); prior=False only keeps objects inside the image.
-    3. Snap and search. Each restart becomes a discrete scene (snap); search=True then tries every colour, shape and
-       size of each object in turn and keeps CLIP's favourite (choose_categories, 2 rounds).
+    3. Snap and search. Each restart becomes a discrete scene (snap); search="pairs" then tries every colour and
+       shape pair of each object, then each size, and keeps CLIP's favourite (choose_categories, 2 rounds); "one"
+       tries one attribute at a time; None skips the search.
     4. Readout. Each restart's score is the mean over 8 fixed shifted views of its hard render (readout_scores); the
        best is decoded. So restarts > 1 is reranking on top of guidance.
     """
@@ -678,6 +692,8 @@ def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, v
         raise ValueError(f"relaxation must be one of {RELAXATIONS}, got {relaxation!r}")
     if start not in STARTS:
         raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+    if search is not None and search not in SEARCH_STEPS:
+        raise ValueError(f"search must be one of {tuple(SEARCH_STEPS)} or None, got {search!r}")
     if len(temperature) != 2 or not all(t > 0 for t in temperature):
         raise ValueError(f"temperature must be two positive numbers (first step, last step), got {temperature!r}")
     from .evaluate import encode_texts
@@ -722,8 +738,9 @@ def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, v
             optimizer.step()
             keep_in_row(params, layout)
         params = snap(params, layout)
-        if search:
-            params = choose_categories(lambda p: readout_scores(model, p, text, max_shift), params, layout)
+        if search is not None:
+            params = choose_categories(lambda p: readout_scores(model, p, text, max_shift), params, layout,
+                                       steps=search)
         final = readout_scores(model, params, text, max_shift)  # (R,)
     finally:
         model.requires_grad_(True)

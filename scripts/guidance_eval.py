@@ -7,7 +7,7 @@ docs/guidance.md quotes and write them to runs/12_guidance/results.json.
                                                # reranking and guidance only, judged by another shapes model
     python scripts/guidance_eval.py --only gradient --split val --captions 16
                                                # guidance alone, on validation captions (tune there, not on test)
-    python scripts/guidance_eval.py --only gradient --no-search --start random
+    python scripts/guidance_eval.py --only gradient --search none --start random
                                                # an ablation: guide's options, as python -m minclip generate has them
 
 The models (trained here with one thread if missing, reused otherwise; notebook 12 reuses the same folders):
@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--relaxation", choices=guidance.RELAXATIONS, default="softmax")
     parser.add_argument("--start", choices=guidance.STARTS, default="row")
     parser.add_argument("--no-prior", action="store_true", help="let objects leave the row during the ascent")
-    parser.add_argument("--no-search", action="store_true", help="skip the search over colours, shapes and sizes")
+    parser.add_argument("--search", choices=(*guidance.SEARCH_STEPS, "none"), default="pairs",
+                        help="the search after the ascent: colour and shape pairs, one attribute at a time, or none")
     args = parser.parse_args(argv)
     if args.captions < 1:
         parser.error(f"--captions must be at least 1, got {args.captions}")
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
 
     if run["gradient"]:
         options = {"relaxation": args.relaxation, "start": args.start, "prior": not args.no_prior,
-                   "search": not args.no_search}
+                   "search": None if args.search == "none" else args.search}
         rows, seconds = [], time.time()
         for i in range(0, 5 * (3 if args.quick else args.captions), 5):
             caption = generate_scene(args.split, 0, i).caption()
@@ -133,13 +134,14 @@ def main(argv=None) -> int:
 
 def result_name(args) -> str:
     """results.json for the full default run; otherwise a name that says what differs, e.g.
-    results_12_shapes_twins_gradient_val_no-search.json, so that no run overwrites another's numbers."""
+    results_12_shapes_twins_gradient_val_search-none.json, so that no run overwrites another's numbers."""
     parts = [args.shapes_model.parent.name] if args.shapes_model else []
     parts += [args.only] if args.only else []
     parts += [args.split] if args.split != "test" else []
     parts += [f"start-{args.start}"] if args.start != "row" else []
     parts += ["straight-through"] if args.relaxation != "softmax" else []
-    parts += ["no-prior"] * args.no_prior + ["no-search"] * args.no_search + ["quick"] * args.quick
+    parts += [f"search-{args.search}"] if args.search != "pairs" else []
+    parts += ["no-prior"] * args.no_prior + ["quick"] * args.quick
     return "_".join(["results", *parts]) + ".json"
 
 

@@ -212,7 +212,7 @@ def test_guide_runs_returns_frames_and_keeps_parameters_in_range(tiny):
 def test_guide_runs_the_old_way_too(tiny):
     model, tokenizer = tiny
     result = g.guide(model, tokenizer, "a small red circle above a large blue square", steps=3, restarts=2, views=2,
-                     relaxation="straight-through", start="random", prior=False, search=False, seed=1)
+                     relaxation="straight-through", start="random", prior=False, search=None, seed=1)
     assert result.history.shape == (3, 2)
     assert ((result.params.centre >= 0) & (result.params.centre <= 1)).all()
     emoji = g.guide(model, tokenizer, "red heart", steps=2, restarts=1, views=2, objects=1, frames=1)
@@ -224,6 +224,7 @@ def test_guide_runs_the_old_way_too(tiny):
     ("start", "grid", "start must be one of \\('row', 'random'\\), got 'grid'"),
     ("temperature", (1.0, 0.0), "temperature must be two positive numbers"),
     ("objects", 3, "objects=3 disagrees with the caption, which names 2"),
+    ("search", True, "search must be one of \\('one', 'pairs'\\) or None, got True"),
 ])
 def test_guide_rejects_bad_options(tiny, option, value, message):
     model, tokenizer = tiny
@@ -299,8 +300,9 @@ def test_choose_categories_finds_the_target_with_an_exact_oracle():
                 + ((p.radius - target.radius).abs() < 1e-6).float().sum(1))
 
     start = g.snap(g.row_params(4, 3, "horizontal", torch.Generator().manual_seed(4)), "horizontal")
-    found = g.choose_categories(oracle, start, "horizontal", rounds=1)
-    assert (oracle(found) == 9).all()
+    for steps in g.SEARCH_STEPS:
+        found = g.choose_categories(oracle, start, "horizontal", rounds=1, steps=steps)
+        assert (oracle(found) == 9).all(), steps
     assert all(g.describe(s) == g.describe(g.decode(target)[0]) for s in g.decode(found))
     unchanged = g.choose_categories(oracle, start, "horizontal", rounds=0)
     torch.testing.assert_close(unchanged.colour_logits, start.colour_logits)
@@ -312,8 +314,9 @@ def test_choose_categories_never_lowers_clips_score(tiny):
     text = encode_texts(model, tokenizer, ["a small red circle above a large blue square"])[0]
     start = g.snap(g.row_params(3, 2, "vertical", torch.Generator().manual_seed(5)), "vertical")
     score = lambda p: g.readout_scores(model, p, text)  # noqa: E731
-    better = g.choose_categories(score, start, "vertical")
+    better = g.choose_categories(score, start, "vertical", steps="one")
     assert (score(better) >= score(start) - 1e-6).all()
+    assert (score(g.choose_categories(score, better, "vertical")) >= score(better) - 1e-6).all()
     assert all(s is not None and s.axis == "vertical" for s in g.decode(better))  # size changes keep the row
 
 
@@ -386,7 +389,7 @@ def test_generate_saves_frames_and_says_what_it_drew(checkpoint, tmp_path, capsy
     printed = capsys.readouterr().out
     assert out.is_file() and "drew: " in printed and "the caption" in printed and "frames saved to" in printed
     assert main(["generate", str(checkpoint), "a small red circle", "--steps", "2", "--restarts", "1",
-                 "--relaxation", "straight-through", "--start", "random", "--no-prior", "--no-search",
+                 "--relaxation", "straight-through", "--start", "random", "--no-prior", "--search", "none",
                  "--out", str(out)]) == 0
     assert "drew: a " in capsys.readouterr().out  # one object is always a scene
 
