@@ -183,10 +183,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="where the restarts begin: a row on the caption's axis, or anywhere (default: row)")
     generate.add_argument("--no-prior", action="store_true",
                           help="let the objects leave the row during the ascent (default: kept in a row)")
-    generate.add_argument("--search", choices=(*SEARCH_STEPS, "none"), default="pairs",
-                          help="after the ascent, try each object's colour and shape pairs then sizes (pairs), one "
-                               "attribute at a time (one), or nothing (none); CLIP keeps its favourite "
-                               "(default: pairs)")
+    generate.add_argument("--search", choices=(*SEARCH_STEPS, "none"), default="all",
+                          help="after the ascent, try every colour, shape and size of each object (all), its colour "
+                               "and shape pairs then sizes (pairs), one attribute at a time (one), or nothing (none); "
+                               "CLIP keeps its favourite (default: all)")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return parser
 

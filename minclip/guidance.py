@@ -589,19 +589,20 @@ def _keep_sizes_in_row(params: SceneParams, axis: str) -> SceneParams:
 SEARCH_STEPS = {  # what choose_categories changes together in one step, in order, for each object
     "one": (("colour",), ("shape",), ("size",)),  # one attribute at a time: 6, 5, 2 candidates
     "pairs": (("colour", "shape"), ("size",)),  # colour and shape together (30 candidates), then size
+    "all": (("colour", "shape", "size"),),  # every combination of one object's attributes at once: 60 candidates
 }
 
 
 def choose_categories(score, params: SceneParams, axis: str | None = None, rounds: int = 2,
-                      steps: str = "pairs") -> SceneParams:
+                      steps: str = "all") -> SceneParams:
     """Coordinate search over the discrete choices of snapped scenes: returns better scenes, never worse ones.
 
     score: a function from SceneParams (N scenes) to (N,) scores, higher is better (e.g. readout_scores with the
     model and the caption bound). For each object, each step of SEARCH_STEPS[steps] tries every combination of its
     attributes' values at once (a batch of B x combinations scenes), and each scene keeps its best; `rounds` passes
-    over all objects. The current values are among the candidates, so no step lowers the score. Changing colour and
-    shape together ("pairs") escapes a trap of one-at-a-time search: a yellow star may beat both a red star and a
-    yellow circle while a red circle beats them all. With an axis, a size change re-spaces the row.
+    over all objects. The current values are among the candidates, so no step lowers the score. Changing attributes
+    together escapes a trap of one-at-a-time search: a yellow star may beat both a red star and a yellow circle while
+    a red circle beats them all. With an axis, a size change re-spaces the row.
     """
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds!r}")
@@ -653,7 +654,7 @@ class Guided:
 def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, views: int = 8, max_shift: int = 4,
           lr: float = 0.02, edge: tuple[float, float] = (8.0, 1.0), relaxation: str = "softmax",
           temperature: tuple[float, float] = (1.0, 0.1), start: str = "row", prior: bool = True,
-          search: str | None = "pairs",
+          search: str | None = "all",
           frames: int = 8, seed: int = 0, objects: int | None = None, init: SceneParams | None = None) -> Guided:
     """Draw `caption` by gradient ascent of CLIP's similarity through `render`, then a search over discrete choices.
 
@@ -667,9 +668,9 @@ def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, v
        arg-max and learns through the softmax. It scores `views` randomly shifted copies of each restart and takes
        an Adam step up their mean. prior=True then projects every restart back into a row on the axis
        (keep_in_row); prior=False only keeps objects inside the image.
-    3. Snap and search. Each restart becomes a discrete scene (snap); search="pairs" then tries every colour and
-       shape pair of each object, then each size, and keeps CLIP's favourite (choose_categories, 2 rounds); "one"
-       tries one attribute at a time; None skips the search.
+    3. Snap and search. Each restart becomes a discrete scene (snap); search="all" then tries every colour, shape
+       and size combination of each object in turn and keeps CLIP's favourite (choose_categories, 2 rounds); "pairs"
+       and "one" change fewer attributes per step (SEARCH_STEPS); None skips the search.
     4. Readout. Each restart's score is the mean over 8 fixed shifted views of its hard render (readout_scores); the
        best is decoded. So restarts > 1 is reranking on top of guidance.
     """

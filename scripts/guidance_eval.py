@@ -67,8 +67,9 @@ def main(argv=None) -> int:
     parser.add_argument("--relaxation", choices=guidance.RELAXATIONS, default="softmax")
     parser.add_argument("--start", choices=guidance.STARTS, default="row")
     parser.add_argument("--no-prior", action="store_true", help="let objects leave the row during the ascent")
-    parser.add_argument("--search", choices=(*guidance.SEARCH_STEPS, "none"), default="pairs",
-                        help="the search after the ascent: colour and shape pairs, one attribute at a time, or none")
+    parser.add_argument("--search", choices=(*guidance.SEARCH_STEPS, "none"), default="all",
+                        help="the search after the ascent: every combination of an object's attributes (all), "
+                             "colour and shape pairs then size (pairs), one attribute at a time (one), or none")
     args = parser.parse_args(argv)
     if args.captions < 1:
         parser.error(f"--captions must be at least 1, got {args.captions}")
@@ -140,7 +141,7 @@ def result_name(args) -> str:
     parts += [args.split] if args.split != "test" else []
     parts += [f"start-{args.start}"] if args.start != "row" else []
     parts += ["straight-through"] if args.relaxation != "softmax" else []
-    parts += [f"search-{args.search}"] if args.search != "pairs" else []
+    parts += [f"search-{args.search}"] if args.search != "all" else []
     parts += ["no-prior"] * args.no_prior + ["quick"] * args.quick
     return "_".join(["results", *parts]) + ".json"
 

@@ -224,7 +224,7 @@ def test_guide_runs_the_old_way_too(tiny):
     ("start", "grid", "start must be one of \\('row', 'random'\\), got 'grid'"),
     ("temperature", (1.0, 0.0), "temperature must be two positive numbers"),
     ("objects", 3, "objects=3 disagrees with the caption, which names 2"),
-    ("search", True, "search must be one of \\('one', 'pairs'\\) or None, got True"),
+    ("search", True, "search must be one of \\('one', 'pairs', 'all'\\) or None, got True"),
 ])
 def test_guide_rejects_bad_options(tiny, option, value, message):
     model, tokenizer = tiny
