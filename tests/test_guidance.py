@@ -308,6 +308,23 @@ def test_choose_categories_finds_the_target_with_an_exact_oracle():
     torch.testing.assert_close(unchanged.colour_logits, start.colour_logits)
 
 
+def test_searching_attributes_together_escapes_a_trap_of_one_at_a_time():
+    # a yellow star beats a red star and a yellow circle, but a red circle beats them all
+    table = {("yellow", "star"): 2.0, ("red", "star"): 1.0, ("yellow", "circle"): 1.0, ("red", "circle"): 3.0}
+
+    def trap(p):  # (N,) for one object
+        return torch.tensor([table.get((s.objects[0].colour, s.objects[0].shape), 0.0) for s in g.decode(p)])
+
+    start = g.encode(shapes.Scene((shapes.SceneObject("star", "yellow", "small", 0.5, 0.5),)))
+    stuck = g.choose_categories(trap, start, steps="one")
+    assert g.decode(stuck)[0].objects[0].shape == "star"  # no single change helps: one at a time stays
+    for steps in ("pairs", "all"):
+        found = g.decode(g.choose_categories(trap, start, steps=steps))[0].objects[0]
+        assert (found.colour, found.shape) == ("red", "circle"), steps
+    with pytest.raises(ValueError, match="steps must be one of"):
+        g.choose_categories(trap, start, steps="every")
+
+
 def test_choose_categories_never_lowers_clips_score(tiny):
     model, tokenizer = tiny
     from minclip.evaluate import encode_texts
