@@ -442,8 +442,8 @@ def normalise(canvas: torch.Tensor) -> torch.Tensor:
 #   (every category gets a gradient), late steps draw nearly one-hot ones (what CLIP scores is what we decode);
 # - a start in a row on the caption's axis, and a prior that keeps it a row after every step (keep_in_row): CLIP's
 #   gradient hardly moves the layout the right way, so the layout is taken from the caption, as reranking does;
-# - snap, then search one attribute at a time (choose_categories): a discrete choice is settled by trying every
-#   value and keeping CLIP's favourite, which needs no gradient at all;
+# - snap, then search one object at a time (choose_categories): its discrete choices are settled by trying every
+#   combination of colour, shape and size and keeping CLIP's favourite, which needs no gradient at all;
 # - a readout over fixed shifted views (readout_scores): one render's score is noisy, the mean of 8 is steadier.
 
 RELAXATIONS = ("softmax", "straight-through")  # how guide draws colours and shapes while it ascends
