@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--relaxation", choices=guidance.RELAXATIONS, default="softmax")
     parser.add_argument("--start", choices=guidance.STARTS, default="row")
     parser.add_argument("--no-prior", action="store_true", help="let objects leave the row during the ascent")
+    parser.add_argument("--steps", type=int, default=150,
+                        help="Adam steps per caption (default 150; 30 with --quick; 1: little more than the search)")
     parser.add_argument("--search", choices=(*guidance.SEARCH_STEPS, "none"), default="all",
                         help="the search after the ascent: every combination of an object's attributes (all), "
                              "colour and shape pairs then size (pairs), one attribute at a time (one), or none")
@@ -92,13 +94,12 @@ def main(argv=None) -> int:
         print("reranking, held-out captions:", json.dumps(results["rerank"]), flush=True)
 
     if run["gradient"]:
-        options = {"relaxation": args.relaxation, "start": args.start, "prior": not args.no_prior,
+        options = {"steps": 30 if args.quick else args.steps, "relaxation": args.relaxation, "start": args.start, "prior": not args.no_prior,
                    "search": None if args.search == "none" else args.search}
         rows, seconds = [], time.time()
         for i in range(0, 5 * (3 if args.quick else args.captions), 5):
             caption = generate_scene(args.split, 0, i).caption()
-            result = guidance.guide(shapes_model, shapes_tokenizer, caption, steps=30 if args.quick else 150, seed=i,
-                                    **options)
+            result = guidance.guide(shapes_model, shapes_tokenizer, caption, seed=i, **options)
             key = guidance.parse_caption(caption)
             objects = result.scene is not None and sorted(guidance.describe(result.scene)[1]) == sorted(key[1])
             rows.append({"caption": caption, "drawn": result.scene.caption() if result.scene else None,
@@ -142,6 +143,7 @@ def result_name(args) -> str:
     parts += [f"start-{args.start}"] if args.start != "row" else []
     parts += ["straight-through"] if args.relaxation != "softmax" else []
     parts += [f"search-{args.search}"] if args.search != "all" else []
+    parts += [f"steps-{args.steps}"] if args.steps != 150 else []
     parts += ["no-prior"] * args.no_prior + ["quick"] * args.quick
     return "_".join(["results", *parts]) + ".json"
 
