@@ -215,6 +215,11 @@ def test_guide_runs_the_old_way_too(tiny):
                      relaxation="straight-through", start="random", prior=False, search=None, seed=1)
     assert result.history.shape == (3, 2)
     assert ((result.params.centre >= 0) & (result.params.centre <= 1)).all()
+    start = g.row_params(3, 2, "vertical", torch.Generator().manual_seed(6))
+    from_init = g.guide(model, tokenizer, "a small red circle above a large blue square", steps=2, views=2, init=start)
+    assert from_init.scores.shape == (3,)  # one restart per scene of init
+    with pytest.raises(ValueError, match="init has 2 objects per scene, the caption 1"):
+        g.guide(model, tokenizer, "a small red circle", steps=1, init=start)
     emoji = g.guide(model, tokenizer, "red heart", steps=2, restarts=1, views=2, objects=1, frames=1)
     assert len(emoji.scene.objects) == 1  # any text, given the number of objects
 
