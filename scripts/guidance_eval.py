@@ -94,7 +94,8 @@ def main(argv=None) -> int:
         print("reranking, held-out captions:", json.dumps(results["rerank"]), flush=True)
 
     if run["gradient"]:
-        options = {"steps": 30 if args.quick else args.steps, "relaxation": args.relaxation, "start": args.start, "prior": not args.no_prior,
+        options = {"steps": 30 if args.quick else args.steps, "relaxation": args.relaxation, "start": args.start,
+                   "prior": not args.no_prior,
                    "search": None if args.search == "none" else args.search}
         rows, seconds = [], time.time()
         for i in range(0, 5 * (3 if args.quick else args.captions), 5):
