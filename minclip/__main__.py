@@ -40,6 +40,7 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     from .data import ARTISTS, LANGS
+    from .guidance import RELAXATIONS, SEARCH_STEPS, STARTS
     from .model import PRESETS
     from .train import DATASETS, LOSSES, PRECISIONS
 
@@ -163,14 +164,29 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser(
         "generate", help="draw a shapes caption by steering a renderer with CLIP's gradient",
         description="Draw a caption of the shapes set (e.g. \"a small red circle to the left of a large blue square\") "
-                    "by gradient ascent of a shapes-trained CLIP's score through a differentiable shapes renderer "
-                    "(minclip/guidance.py); saves the optimisation as frames and prints the scene it ended on.")
+                    "by gradient ascent of a shapes-trained CLIP's score through a differentiable shapes renderer, "
+                    "then a search over each object's colour, shape and size (minclip/guidance.py); saves the "
+                    "optimisation as frames and prints the scene it ended on.")
     generate.add_argument("checkpoint")
     generate.add_argument("caption")
     generate.add_argument("--out", default="frames.png", help="where to save the frames (default: frames.png)")
     generate.add_argument("--steps", type=int, default=150, help="gradient steps (default: 150)")
     generate.add_argument("--restarts", type=int, default=4,
-                          help="random starting points optimised together; CLIP keeps the best (default: 4)")
+                          help="starting scenes optimised together (rows on the caption's axis, each jittered "
+                               "differently, or random with --start random); the one CLIP scores highest over 8 "
+                               "shifted views is kept (default: 4)")
+    generate.add_argument("--relaxation", choices=RELAXATIONS, default="softmax",
+                          help="how colours and shapes are drawn during the ascent: softmax mixtures whose "
+                               "temperature falls from 1 to 0.1, or the arg-max with straight-through gradients "
+                               "(default: softmax)")
+    generate.add_argument("--start", choices=STARTS, default="row",
+                          help="where the restarts begin: a row on the caption's axis, or anywhere (default: row)")
+    generate.add_argument("--no-prior", action="store_true",
+                          help="let the objects leave the row during the ascent (default: kept in a row)")
+    generate.add_argument("--search", choices=(*SEARCH_STEPS, "none"), default="all",
+                          help="after the ascent, try every colour, shape and size of each object (all), its colour "
+                               "and shape pairs then sizes (pairs), one attribute at a time (one), or nothing (none); "
+                               "CLIP keeps its favourite (default: all)")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return parser
 
@@ -598,7 +614,9 @@ def _generate(args) -> int:
     if args.steps < 1 or args.restarts < 1:
         raise UsageError(f"--steps and --restarts must be at least 1, got {args.steps} and {args.restarts}")
     model, _, tokenizer = load(args.checkpoint, fast_path=True)
-    result = guide(model, tokenizer, args.caption, steps=args.steps, restarts=args.restarts, seed=args.seed)
+    result = guide(model, tokenizer, args.caption, steps=args.steps, restarts=args.restarts, seed=args.seed,
+                   relaxation=args.relaxation, start=args.start, prior=not args.no_prior,
+                   search=None if args.search == "none" else args.search)
     final = to_uint8(render(result.params, model.config.image_size, hard=True))[result.best]  # (S, S, 3)
     steps = [round(i * (args.steps - 1) / max(1, len(result.frames) - 1)) for i in range(len(result.frames))]
     labels = [f"step {s}\n{result.history[s, result.best]:.2f}" for s in steps] + \

@@ -29,9 +29,12 @@ How the pieces fit:
     clip_scores(model, tokenizer, caption, images)     # (N,) cosine similarities; rerank = argmax
     best_of_n_success, rerank_curve                    # how often best-of-N picks a scene that shows the caption
     SceneParams, encode(scene), decode(params)         # a scene as differentiable tensors and back
-    render(params, image_size, edge, hard)             # soft shapes in torch; edge=1, hard=True is minclip.shapes
+    render(params, image_size, edge, hard, temperature)  # soft shapes in torch; edge=1, hard=True is minclip.shapes
     straight_through_one_hot(logits)                   # draw the arg-max, learn through the softmax
-    guide(model, tokenizer, caption, ...)              # gradient ascent on CLIP's score through render
+    row_params(batch, objects, axis), keep_in_row      # start in a row on the caption's axis, and keep it one
+    snap(params), choose_categories(score, params)     # discrete scenes, then the best value of each attribute
+    shifted_views(canvas, max_shift), readout_scores   # CLIP's score over 8 fixed shifts: steadier than one render
+    guide(model, tokenizer, caption, ...)              # all of it: ascent through render, snap, search, readout
     optimise_image(model, text_features, ...)          # the same ascent on raw or low-resolution pixels
     prior_experiment(...)                              # both, scored by the model and by a second one
 
@@ -50,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import CLIP_MEAN, CLIP_STD
-from .shapes import _HEART_H, _HEART_Y, _STAR, _TRIANGLE, BACKGROUND, COLOURS, SHAPES, SIZES, Polygon, Scene, \
+from .shapes import _GAP, _HEART_H, _HEART_Y, _STAR, _TRIANGLE, BACKGROUND, COLOURS, SHAPES, SIZES, Polygon, Scene, \
     SceneObject
 
 _COLOUR_NAMES = tuple(COLOURS)
@@ -375,7 +378,7 @@ def straight_through_one_hot(logits: torch.Tensor) -> torch.Tensor:
 
 
 def render(params: SceneParams, image_size: int, edge: float = 1.0, hard: bool = False,
-           straight_through: bool = False) -> torch.Tensor:
+           straight_through: bool = False, temperature: float = 1.0) -> torch.Tensor:
     """Draw SceneParams: float (B, 3, S, S) in 0..255, white background, differentiable in every parameter.
 
     Each pixel whose centre lies d pixels outside an object's outline (d < 0 inside) gets coverage
@@ -384,13 +387,16 @@ def render(params: SceneParams, image_size: int, edge: float = 1.0, hard: bool =
     arg-max colour and shape instead of the softmax mixtures: with edge=1 that is minclip.shapes.render_scenes
     (before its rounding to uint8). straight_through=True draws the arg-max too, but lets the gradients pass to
     the logits as if the mixtures had been drawn (the straight-through estimator, Bengio et al., 2013): the image
-    the model scores is then always one that decode describes.
+    the model scores is then always one that decode describes. `temperature` divides the logits before the softmax:
+    below 1 the mixtures sharpen towards the arg-max, and as it nears 0 the soft render becomes the hard one.
     """
     if not edge > 0:
         raise ValueError(f"edge must be a positive width in pixels, got {edge!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature!r}")
     centre, radius = params.centre, params.radius
     B, K, _ = centre.shape
-    logits = (params.colour_logits, params.shape_logits)  # (B, K, 6), (B, K, 5)
+    logits = (params.colour_logits / temperature, params.shape_logits / temperature)  # (B, K, 6), (B, K, 5)
     if hard:
         colour_weights, shape_weights = (F.one_hot(w.argmax(-1), w.shape[-1]).float() for w in logits)
     elif straight_through:
@@ -428,7 +434,23 @@ def normalise(canvas: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# 4. Gradient guidance: ascend CLIP's similarity through the renderer, over several shifted views per step.
+# 4. Gradient guidance: ascend CLIP's similarity through the renderer, over several shifted views per step, then
+# settle the discrete choices by search.
+#
+# Four things turn the bare ascent into one that draws the caption:
+# - a softmax relaxation whose temperature falls over the steps: early steps draw mixtures of colours and shapes
+#   (every category gets a gradient), late steps draw nearly one-hot ones (what CLIP scores is what we decode);
+# - a start in a row on the caption's axis, and a prior that keeps it a row after every step (keep_in_row): CLIP's
+#   gradient hardly moves the layout the right way, so the layout is taken from the caption, as reranking does;
+# - snap, then search one object at a time (choose_categories): its discrete choices are settled by trying every
+#   combination of colour, shape and size and keeping CLIP's favourite, which needs no gradient at all;
+# - a readout over fixed shifted views (readout_scores): one render's score is noisy, the mean of 8 is steadier.
+
+RELAXATIONS = ("softmax", "straight-through")  # how guide draws colours and shapes while it ascends
+STARTS = ("row", "random")  # where guide's restarts begin: a row on the caption's axis, or anywhere
+ROW_JITTER = 0.03  # how far (a fraction of the side) row_params moves each object off its even spot, per restart
+ROW_GAP = _GAP  # the free space keep_in_row leaves between neighbouring boxes, as minclip.shapes' rows have
+
 
 def random_views(canvas: torch.Tensor, views: int, max_shift: int, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
@@ -446,10 +468,33 @@ def random_views(canvas: torch.Tensor, views: int, max_shift: int, generator: to
     return torch.stack(crops)  # (B * views, 3, S, S)
 
 
+def shifted_views(canvas: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """The 8 copies of each image shifted by max_shift pixels towards its 8 neighbours: (B, 3, S, S) ->
+    (B * 8, 3, S, S), the 8 views of image b at rows 8b .. 8b + 7. The same shifts every call (random_views draws
+    new ones), so a score averaged over them is a fixed function of the image. max_shift=0: the images themselves.
+    """
+    if max_shift == 0:
+        return canvas
+    B, C, S, _ = canvas.shape
+    m = max_shift
+    padded = F.pad(canvas, (m,) * 4, mode="replicate")  # (B, 3, S + 2m, S + 2m)
+    offsets = [(dy, dx) for dy in (0, m, 2 * m) for dx in (0, m, 2 * m) if (dy, dx) != (m, m)]  # not the centre
+    crops = [padded[:, :, dy:dy + S, dx:dx + S] for dy, dx in offsets]  # 8 x (B, 3, S, S)
+    return torch.stack(crops, dim=1).reshape(B * len(offsets), C, S, S)  # (B, 8, 3, S, S) -> (B * 8, 3, S, S)
+
+
 def image_text_similarity(model, canvas: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of images (B, 3, S, S) in 0..255 with unit text features (E,) -> (B,), differentiable."""
     features = F.normalize(model.encode_image(normalise(canvas)), dim=-1)  # (B, E)
     return features @ text_features
+
+
+def readout_scores(model, params: SceneParams, text_features: torch.Tensor, max_shift: int = 4) -> torch.Tensor:
+    """CLIP's score of each scene drawn hard (what decode reads), averaged over its shifted_views: (B,), no grad."""
+    with torch.no_grad():
+        canvas = render(params, model.config.image_size, hard=True)  # (B, 3, S, S)
+        scores = image_text_similarity(model, shifted_views(canvas, max_shift), text_features)  # (B * views,)
+    return scores.view(len(canvas), -1).mean(dim=1)  # (B, views) -> (B,)
 
 
 def random_params(batch: int, objects: int, generator: torch.Generator | None = None) -> SceneParams:
@@ -461,11 +506,142 @@ def random_params(batch: int, objects: int, generator: torch.Generator | None = 
                        0.1 * torch.randn(batch, objects, len(SHAPES), generator=generator))
 
 
+def row_params(batch: int, objects: int, axis: str | None, generator: torch.Generator | None = None) -> SceneParams:
+    """Starting points in a row: objects evenly spaced along `axis`, in the middle across it, each moved by up to
+    ROW_JITTER at random; the middle radius, near-uniform colours and shapes. axis None: one object, in the centre.
+
+        >>> decode(row_params(1, 2, "vertical"))[0].relation
+        'above'
+    """
+    if axis not in (None, "horizontal", "vertical") or (axis is None) != (objects == 1):
+        raise ValueError(f"axis must be 'horizontal' or 'vertical' for 2 or 3 objects and None for one, got "
+                         f"axis={axis!r} with {objects} objects")
+    lo, hi = RADIUS_RANGE
+    along = (torch.arange(objects, dtype=torch.float32) + 0.5) / objects  # (K,) e.g. 1/4, 3/4 for two objects
+    even = torch.stack([along, torch.full((objects,), 0.5)], dim=-1)  # (K, 2) as (along, across)
+    if axis == "vertical":
+        even = even.flip(-1)  # (K, 2) as (x, y): the row runs down the image
+    jitter = ROW_JITTER * (2 * torch.rand(batch, objects, 2, generator=generator) - 1)  # (B, K, 2)
+    return SceneParams(even + jitter,
+                       torch.full((batch, objects), (lo + hi) / 2),
+                       0.1 * torch.randn(batch, objects, len(_COLOUR_NAMES), generator=generator),
+                       0.1 * torch.randn(batch, objects, len(SHAPES), generator=generator))
+
+
+def keep_in_row(params: SceneParams, axis: str | None) -> SceneParams:
+    """Project scenes back into valid rows along `axis`, in place (no gradient), and return them.
+
+    Radii go into RADIUS_RANGE (and shrink together if the row would not fit across the image). Across the axis,
+    every object moves to the objects' mean line. Along it, object k stays k-th: a forward sweep pushes each box at
+    least ROW_GAP past the one before, a backward sweep pulls the row back inside the image. decode then reads the
+    objects in index order on `axis` (for radii equal to the decoded sizes, as snap makes them). axis None: only
+    radii and centres are kept inside the image, objects may go anywhere.
+    """
+    with torch.no_grad():
+        params.radius.clamp_(*RADIUS_RANGE)
+        K = params.centre.shape[1]
+        if axis is None or K == 1:
+            params.centre.copy_(params.centre.clamp(0, 1).clamp(min=params.radius[..., None])
+                                .minimum(1 - params.radius[..., None]))
+            return params
+        if axis not in ("horizontal", "vertical"):
+            raise ValueError(f"axis must be None, 'horizontal' or 'vertical', got {axis!r}")
+        room = 1 - ROW_GAP * (K - 1)  # what the boxes may fill, side by side
+        scale = (room / (2 * params.radius.sum(dim=1))).clamp(max=1)  # (B,) 1 where the row fits
+        params.radius.mul_(scale[:, None])
+        r = params.radius  # (B, K)
+        i, j = (0, 1) if axis == "horizontal" else (1, 0)  # the coordinate along the row, and across it
+        along = params.centre[..., i].clone()  # (B, K)
+        along[:, 0] = along[:, 0].clamp(min=r[:, 0])
+        for k in range(1, K):  # forward: each box starts ROW_GAP after the previous one ends
+            along[:, k] = torch.maximum(along[:, k], along[:, k - 1] + r[:, k - 1] + ROW_GAP + r[:, k])
+        along[:, -1] = along[:, -1].minimum(1 - r[:, -1])
+        for k in range(K - 2, -1, -1):  # backward: each box ends ROW_GAP before the next one starts
+            along[:, k] = torch.minimum(along[:, k], along[:, k + 1] - r[:, k + 1] - ROW_GAP - r[:, k])
+        largest = r.max(dim=1).values  # (B,)
+        line = params.centre[..., j].mean(dim=1).clamp(min=largest).minimum(1 - largest)  # (B,)
+        params.centre[..., i] = along
+        params.centre[..., j] = line[:, None]
+    return params
+
+
+def snap(params: SceneParams, axis: str | None = None) -> SceneParams:
+    """A discrete scene from each relaxed one: one-hot logits (height 12, as encode) at the arg-max colour and shape,
+    each radius the nearest of minclip.shapes.SIZES, positions kept. With an axis, keep_in_row then re-spaces the row
+    for the snapped sizes. Returns new SceneParams; render(..., hard=True) of them is what decode describes."""
+    colours, shapes = params.colour_logits.argmax(-1), params.shape_logits.argmax(-1)  # (B, K) each
+    sizes = torch.tensor([SIZES[s] for s in _SIZE_NAMES])  # (2,)
+    nearest = (params.radius.detach()[..., None] - sizes).abs().argmin(-1)  # (B, K) index of the nearest size
+    snapped = SceneParams(params.centre.detach().clone(), sizes[nearest],
+                          _LOGIT * F.one_hot(colours, len(_COLOUR_NAMES)).float(),
+                          _LOGIT * F.one_hot(shapes, len(SHAPES)).float())
+    return snapped if axis is None else _keep_sizes_in_row(snapped, axis)
+
+
+def _keep_sizes_in_row(params: SceneParams, axis: str) -> SceneParams:
+    """keep_in_row without touching the radii (the snapped sizes lie inside RADIUS_RANGE already)."""
+    radius = params.radius.clone()
+    keep_in_row(params, axis)
+    params.radius.copy_(radius)  # a row that cannot fit (three large objects) overlaps: decode reads None
+    return params
+
+
+SEARCH_STEPS = {  # what choose_categories changes together in one step, in order, for each object
+    "one": (("colour",), ("shape",), ("size",)),  # one attribute at a time: 6, 5, 2 candidates
+    "pairs": (("colour", "shape"), ("size",)),  # colour and shape together (30 candidates), then size
+    "all": (("colour", "shape", "size"),),  # every combination of one object's attributes at once: 60 candidates
+}
+
+
+def choose_categories(score, params: SceneParams, axis: str | None = None, rounds: int = 2,
+                      steps: str = "all") -> SceneParams:
+    """Coordinate search over the discrete choices of snapped scenes: returns better scenes, never worse ones.
+
+    score: a function from SceneParams (N scenes) to (N,) scores, higher is better (e.g. readout_scores with the
+    model and the caption bound). For each object, each step of SEARCH_STEPS[steps] tries every combination of its
+    attributes' values at once (a batch of B x combinations scenes), and each scene keeps its best; `rounds` passes
+    over all objects. The current values are among the candidates, so no step lowers the score. Changing attributes
+    together escapes a trap of one-at-a-time search: a yellow star may beat both a red star and a yellow circle while
+    a red circle beats them all. With an axis, a size change re-spaces the row.
+    """
+    if rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {rounds!r}")
+    if steps not in SEARCH_STEPS:
+        raise ValueError(f"steps must be one of {tuple(SEARCH_STEPS)}, got {steps!r}")
+    params = SceneParams(*(t.detach().clone() for t in params.tensors()))
+    B, K = params.radius.shape
+    sizes = torch.tensor([SIZES[s] for s in _SIZE_NAMES])  # (2,)
+    counts = {"colour": len(_COLOUR_NAMES), "shape": len(SHAPES), "size": len(sizes)}
+    for _ in range(rounds):
+        for k in range(K):
+            for attributes in SEARCH_STEPS[steps]:
+                values = torch.cartesian_prod(*(torch.arange(counts[a]) for a in attributes))  # (C,) or (C, 2)
+                values = values.view(len(values), len(attributes))  # (C, A): one row per combination
+                C = len(values)
+                candidates = SceneParams(*(t.repeat_interleave(C, dim=0) for t in params.tensors()))  # B * C scenes
+                chosen = values.repeat(B, 1)  # (B * C, A) candidate c of scene b at row b * C + c
+                for a, attribute in enumerate(attributes):
+                    if attribute == "colour":
+                        candidates.colour_logits[:, k] = _LOGIT * F.one_hot(chosen[:, a], counts[attribute]).float()
+                    elif attribute == "shape":
+                        candidates.shape_logits[:, k] = _LOGIT * F.one_hot(chosen[:, a], counts[attribute]).float()
+                    else:
+                        candidates.radius[:, k] = sizes[chosen[:, a]]
+                        if axis is not None:
+                            _keep_sizes_in_row(candidates, axis)
+                scores = score(candidates).view(B, C)  # (B * C,) -> (B, C)
+                rows = torch.arange(B) * C + scores.argmax(dim=1)  # (B,) each scene's best candidate
+                params = SceneParams(*(t[rows] for t in candidates.tensors()))
+    return params
+
+
 @dataclass
 class Guided:
-    """What guide returns. params: (R, K, ...) every restart's final parameters; scores: (R,) CLIP's score of each
-    restart's hard render; best: the restart kept; scene: its decoded Scene (None: not a row); frames: uint8
-    (F, S, S, 3) the kept restart's soft render at evenly spaced steps; history: (steps, R) mean score of the views."""
+    """What guide returns. params: (R, K, ...) every restart's final scene, snapped (one-hot logits, the two legal
+    radii), so render(params, S, hard=True)[best] draws `scene` exactly; scores: (R,) readout_scores of each restart
+    (CLIP's mean score over 8 fixed shifted views of its hard render); best: the restart kept; scene: its decoded Scene
+    (None: not a row); frames: uint8 (F, S, S, 3) the kept restart's relaxed render at evenly spaced gradient steps;
+    history: (steps, R) mean score of the random views at each gradient step."""
 
     params: SceneParams
     scores: torch.Tensor
@@ -476,31 +652,67 @@ class Guided:
 
 
 def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, views: int = 8, max_shift: int = 4,
-          lr: float = 0.02, edge: tuple[float, float] = (8.0, 1.0), straight_through: bool = True, frames: int = 8,
-          seed: int = 0, objects: int | None = None) -> Guided:
-    """Draw `caption` by gradient ascent of CLIP's similarity through `render`.
+          lr: float = 0.02, edge: tuple[float, float] = (8.0, 1.0), relaxation: str = "softmax",
+          temperature: tuple[float, float] = (1.0, 0.1), start: str = "row", prior: bool = True,
+          search: str | None = "all",
+          frames: int = 8, seed: int = 0, objects: int | None = None, init: SceneParams | None = None) -> Guided:
+    """Draw `caption` by gradient ascent of CLIP's similarity through `render`, then a search over discrete choices.
 
-    The number of objects is read off the caption (parse_caption), or given as `objects` (then the caption may be
-    any text, e.g. an emoji's name for the emoji model); everything else (where they go, how large, which
-    colour and shape) starts random and is learned. Each step renders every restart with an edge width that falls
-    geometrically from edge[0] to edge[1] pixels (coarse to fine), scores `views` randomly shifted copies of each,
-    and takes an Adam step up the mean score. Centres and radii are then clamped to stay inside the image and within
-    RADIUS_RANGE. At the end each restart is drawn hard (arg-max colours and shapes, one-pixel edges) and scored
-    unshifted; the best-scoring restart is decoded. So restarts > 1 is reranking on top of guidance.
+    1. Start. The caption's axis and number of objects are read off it (parse_caption). start="row": `restarts`
+       rows on that axis (row_params, each jittered differently); "random": objects anywhere (random_params).
+       `init` (SceneParams with R scenes) replaces both. A caption that is no shapes caption (e.g. an emoji's name)
+       needs `objects`, and its objects start in a horizontal row.
+    2. Ascent. Each step renders every restart with an edge width falling geometrically from edge[0] to edge[1]
+       pixels (coarse to fine) and colours and shapes relaxed: relaxation="softmax" draws softmax(logits / T)
+       mixtures with T falling geometrically from temperature[0] to temperature[1]; "straight-through" draws the
+       arg-max and learns through the softmax. It scores `views` randomly shifted copies of each restart and takes
+       an Adam step up their mean. prior=True then projects every restart back into a row on the axis
+       (keep_in_row); prior=False only keeps objects inside the image.
+    3. Snap and search. Each restart becomes a discrete scene (snap); search="all" then tries every colour, shape
+       and size combination of each object in turn and keeps CLIP's favourite (choose_categories, 2 rounds); "pairs"
+       and "one" change fewer attributes per step (SEARCH_STEPS); None skips the search.
+    4. Readout. Each restart's score is the mean over 8 fixed shifted views of its hard render (readout_scores); the
+       best is decoded. So restarts > 1 is reranking on top of guidance.
     """
-    if objects is None:
-        objects = len(parse_caption(caption)[1])
+    try:
+        axis, words = parse_caption(caption)
+        count = len(words)
+    except ValueError:
+        if objects is None:
+            raise  # the message names the captions that are understood
+        axis, count = (None if objects == 1 else "horizontal"), objects
+    objects = count if objects is None else objects
+    if objects != count:
+        raise ValueError(f"objects={objects} disagrees with the caption, which names {count}")
     if objects not in (1, 2, 3):
         raise ValueError(f"objects must be 1, 2 or 3, got {objects!r}")
     if steps < 1 or restarts < 1 or views < 1 or max_shift < 0 or frames < 1:
         raise ValueError(f"steps, restarts, views and frames must be >= 1 and max_shift >= 0, got steps={steps}, "
                          f"restarts={restarts}, views={views}, max_shift={max_shift}, frames={frames}")
+    if relaxation not in RELAXATIONS:
+        raise ValueError(f"relaxation must be one of {RELAXATIONS}, got {relaxation!r}")
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+    if search is not None and search not in SEARCH_STEPS:
+        raise ValueError(f"search must be one of {tuple(SEARCH_STEPS)} or None, got {search!r}")
+    if len(temperature) != 2 or not all(t > 0 for t in temperature):
+        raise ValueError(f"temperature must be two positive numbers (first step, last step), got {temperature!r}")
     from .evaluate import encode_texts
 
     size = model.config.image_size
     generator = torch.Generator().manual_seed(seed)
     text = encode_texts(model, tokenizer, [caption])[0]  # (E,) unit length
-    params = random_params(restarts, objects, generator)
+    if init is not None:
+        if init.centre.shape[1] != objects:
+            raise ValueError(f"init has {init.centre.shape[1]} objects per scene, the caption {objects}")
+        params = init.detach()
+    elif start == "row":
+        params = row_params(restarts, objects, axis, generator)
+    else:
+        params = random_params(restarts, objects, generator)
+    restarts = len(params.centre)
+    layout = axis if prior else None  # what keep_in_row holds the objects to: a row on the axis, or just the image
+    keep_in_row(params, layout)
     for tensor in params.tensors():
         tensor.requires_grad_(True)
     optimizer = torch.optim.Adam([{"params": [params.centre, params.radius], "lr": lr},
@@ -512,8 +724,11 @@ def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, v
     model.requires_grad_(False)
     try:
         for step in range(steps):
-            width = edge[0] * (edge[1] / edge[0]) ** (step / max(1, steps - 1))  # geometric: edge[0] -> edge[1]
-            canvas = render(params, size, edge=width, straight_through=straight_through)  # (R, 3, S, S)
+            progress = step / max(1, steps - 1)  # 0 at the first step, 1 at the last
+            width = edge[0] * (edge[1] / edge[0]) ** progress  # geometric: edge[0] -> edge[1]
+            heat = temperature[0] * (temperature[1] / temperature[0]) ** progress  # geometric, as the edge
+            canvas = render(params, size, edge=width, straight_through=relaxation == "straight-through",
+                            temperature=heat)  # (R, 3, S, S)
             if step in keep:
                 snapshots.append(to_uint8(canvas))
             scores = image_text_similarity(model, random_views(canvas, views, max_shift, generator), text)
@@ -522,18 +737,16 @@ def guide(model, tokenizer, caption: str, steps: int = 150, restarts: int = 4, v
             optimizer.zero_grad()
             (-scores.sum()).backward()  # restarts are independent: the sum's gradient is each one's own
             optimizer.step()
-            with torch.no_grad():
-                params.radius.clamp_(*RADIUS_RANGE)
-                params.centre.clamp_(0, 1)
-                params.centre.copy_(torch.maximum(torch.minimum(params.centre, 1 - params.radius[..., None]),
-                                                  params.radius[..., None]))
-        with torch.no_grad():
-            final = image_text_similarity(model, render(params, size, hard=True), text)  # (R,)
+            keep_in_row(params, layout)
+        params = snap(params, layout)
+        if search is not None:
+            params = choose_categories(lambda p: readout_scores(model, p, text, max_shift), params, layout,
+                                       steps=search)
+        final = readout_scores(model, params, text, max_shift)  # (R,)
     finally:
         model.requires_grad_(True)
         model.train(was_training)
     best = int(final.argmax())
-    params = params.detach()
     return Guided(params, final, best, decode(params)[best], torch.stack([s[best] for s in snapshots]),
                   torch.stack(history))
 

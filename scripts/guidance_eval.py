@@ -5,6 +5,10 @@ docs/guidance.md quotes and write them to runs/12_guidance/results.json.
     python scripts/guidance_eval.py --quick    # a few captions only, to check that everything runs
     python scripts/guidance_eval.py --shapes-model runs/hardneg/shapes-36ep-hard-family-seed0/checkpoint.pt
                                                # reranking and guidance only, judged by another shapes model
+    python scripts/guidance_eval.py --only gradient --split val --captions 16
+                                               # guidance alone, on validation captions (tune there, not on test)
+    python scripts/guidance_eval.py --only gradient --search none --start random
+                                               # an ablation: guide's options, as python -m minclip generate has them
 
 The models (trained here with one thread if missing, reused otherwise; notebook 12 reuses the same folders):
     runs/12_shapes        the tiny preset on the shapes set, 12 epochs (python -m minclip train --data shapes ...)
@@ -36,7 +40,7 @@ MODELS = {  # folder under runs/ -> the run's options (the same objects as noteb
     "12_emoji_seed1": TrainConfig(epochs=16, eval_every=0, seed=1),
 }
 RERANK_CAPTIONS = 120  # the first 120 held-out test scenes: one per held-out combination
-GUIDE_CAPTIONS = range(0, 120, 5)  # 24 of them, five apart (so not four members of one swap group)
+GUIDE_CAPTIONS = 24  # scenes 0, 5, 10, ... of the split: five apart (so not four members of one swap group)
 HEARTS = ("red heart", "orange heart", "yellow heart", "green heart", "blue heart", "purple heart")
 
 
@@ -52,41 +56,67 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shapes-model", type=Path, default=None,
                         help="a shapes checkpoint to judge reranking and guidance with (instead of runs/12_shapes); "
-                             "the pixel-prior part is skipped and the results go to results_<folder>.json")
+                             "the pixel-prior part is skipped and the results go to results_<folder>[_...].json")
+    parser.add_argument("--split", choices=("val", "test"), default="test",
+                        help="which scenes' captions guidance draws: test (held-out combinations, the reported "
+                             "numbers) or val (seen combinations, one to three objects: for tuning); default test")
+    parser.add_argument("--captions", type=int, default=GUIDE_CAPTIONS,
+                        help=f"how many captions guidance draws (default {GUIDE_CAPTIONS}; 3 with --quick)")
+    parser.add_argument("--only", choices=("rerank", "gradient", "prior"), default=None,
+                        help="run one part: reranking, gradient guidance, or the pixel prior (emoji models)")
+    parser.add_argument("--relaxation", choices=guidance.RELAXATIONS, default="softmax")
+    parser.add_argument("--start", choices=guidance.STARTS, default="row")
+    parser.add_argument("--no-prior", action="store_true", help="let objects leave the row during the ascent")
+    parser.add_argument("--steps", type=int, default=150,
+                        help="Adam steps per caption (default 150; 30 with --quick; 1: little more than the search)")
+    parser.add_argument("--search", choices=(*guidance.SEARCH_STEPS, "none"), default="all",
+                        help="the search after the ascent: every combination of an object's attributes (all), "
+                             "colour and shape pairs then size (pairs), one attribute at a time (one), or none")
     args = parser.parse_args(argv)
+    if args.captions < 1:
+        parser.error(f"--captions must be at least 1, got {args.captions}")
     torch.set_num_threads(args.threads)
     start = time.time()
     results = {"machine": f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"}
+    run = {part: args.only in (None, part) for part in ("rerank", "gradient", "prior")}
 
-    if args.shapes_model is None:
-        shapes_model, shapes_tokenizer = trained("12_shapes")
-    else:
-        shapes_model, _, shapes_tokenizer = minclip.load(args.shapes_model, fast_path=True)  # towers as trained()'s
-        shapes_model.eval()
-        results["shapes_model"] = str(args.shapes_model)
-    count = 8 if args.quick else RERANK_CAPTIONS
-    captions = [generate_scene("test", 0, i).caption() for i in range(count)]
-    results["rerank"] = guidance.rerank_curve(shapes_model, shapes_tokenizer, captions)
-    print("reranking, held-out captions:", json.dumps(results["rerank"]), flush=True)
+    if run["rerank"] or run["gradient"]:
+        if args.shapes_model is None:
+            shapes_model, shapes_tokenizer = trained("12_shapes")
+        else:
+            shapes_model, _, shapes_tokenizer = minclip.load(args.shapes_model, fast_path=True)  # as trained()'s
+            shapes_model.eval()
+            results["shapes_model"] = str(args.shapes_model)
+    if run["rerank"]:
+        count = 8 if args.quick else RERANK_CAPTIONS
+        captions = [generate_scene("test", 0, i).caption() for i in range(count)]
+        results["rerank"] = guidance.rerank_curve(shapes_model, shapes_tokenizer, captions)
+        print("reranking, held-out captions:", json.dumps(results["rerank"]), flush=True)
 
-    picked = list(GUIDE_CAPTIONS)[:3 if args.quick else None]
-    rows = []
-    for i in picked:
-        caption = generate_scene("test", 0, i).caption()
-        result = guidance.guide(shapes_model, shapes_tokenizer, caption, steps=30 if args.quick else 150, seed=i)
-        key = guidance.parse_caption(caption)
-        objects = result.scene is not None and sorted(guidance.describe(result.scene)[1]) == sorted(key[1])
-        rows.append({"caption": caption, "drawn": result.scene.caption() if result.scene else None,
-                     "exact": guidance.matches(result.scene, caption), "objects": bool(objects),
-                     "score": result.scores[result.best].item()})
-        print(f"  {'yes' if rows[-1]['exact'] else 'no ':3} {caption} -> {rows[-1]['drawn']}", flush=True)
-    results["guide"] = {"exact": sum(r["exact"] for r in rows) / len(rows),
-                        "objects": sum(r["objects"] for r in rows) / len(rows), "rows": rows}
-    print(f"guidance: exact {results['guide']['exact']:.1%}, objects right {results['guide']['objects']:.1%} "
-          f"of {len(rows)} held-out captions", flush=True)
+    if run["gradient"]:
+        options = {"steps": 30 if args.quick else args.steps, "relaxation": args.relaxation, "start": args.start,
+                   "prior": not args.no_prior,
+                   "search": None if args.search == "none" else args.search}
+        rows, seconds = [], time.time()
+        for i in range(0, 5 * (3 if args.quick else args.captions), 5):
+            caption = generate_scene(args.split, 0, i).caption()
+            result = guidance.guide(shapes_model, shapes_tokenizer, caption, seed=i, **options)
+            key = guidance.parse_caption(caption)
+            objects = result.scene is not None and sorted(guidance.describe(result.scene)[1]) == sorted(key[1])
+            rows.append({"caption": caption, "drawn": result.scene.caption() if result.scene else None,
+                         "exact": guidance.matches(result.scene, caption), "objects": bool(objects),
+                         "score": result.scores[result.best].item()})
+            print(f"  {'yes' if rows[-1]['exact'] else 'no ':3} {caption} -> {rows[-1]['drawn']}", flush=True)
+        exact = sum(r["exact"] for r in rows)
+        results["guide"] = {"split": args.split, "options": options, "exact": exact / len(rows),
+                            "objects": sum(r["objects"] for r in rows) / len(rows),
+                            "seconds_per_caption": (time.time() - seconds) / len(rows), "rows": rows}
+        print(f"guidance ({args.split} split, {options}): exact {exact} of {len(rows)} ({exact / len(rows):.1%}), "
+              f"objects right {results['guide']['objects']:.1%}, "
+              f"{results['guide']['seconds_per_caption']:.1f} s per caption", flush=True)
 
-    if args.shapes_model is not None:  # another judge: the pixel-prior part (emoji models) does not change
-        return write(results, start, f"results_{args.shapes_model.parent.name}.json")
+    if not run["prior"] or (args.shapes_model is not None and args.only is None):  # the emoji part: no shapes judge
+        return write(results, start, result_name(args))
     a, a_tokenizer = trained("12_emoji_seed0")
     b, b_tokenizer = trained("12_emoji_seed1")
     emoji = EmojiDataset("all", caption_mode="eval")
@@ -102,7 +132,21 @@ def main(argv=None) -> int:
     results["prior_mean"] = mean
     print("mean cosine, model A (optimised for) / model B (seed 1):",
           {k: f"{v[0]:.3f}/{v[1]:.3f}" for k, v in mean.items()})
-    return write(results, start, "results_quick.json" if args.quick else "results.json")
+    return write(results, start, result_name(args))
+
+
+def result_name(args) -> str:
+    """results.json for the full default run; otherwise a name that says what differs, e.g.
+    results_12_shapes_twins_gradient_val_search-none.json, so that no run overwrites another's numbers."""
+    parts = [args.shapes_model.parent.name] if args.shapes_model else []
+    parts += [args.only] if args.only else []
+    parts += [args.split] if args.split != "test" else []
+    parts += [f"start-{args.start}"] if args.start != "row" else []
+    parts += ["straight-through"] if args.relaxation != "softmax" else []
+    parts += [f"search-{args.search}"] if args.search != "all" else []
+    parts += [f"steps-{args.steps}"] if args.steps != 150 else []
+    parts += ["no-prior"] * args.no_prior + ["quick"] * args.quick
+    return "_".join(["results", *parts]) + ".json"
 
 
 def write(results: dict, start: float, name: str) -> int:

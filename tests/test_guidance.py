@@ -194,12 +194,166 @@ def test_guide_runs_returns_frames_and_keeps_parameters_in_range(tiny):
     assert result.params.centre.shape == (2, 2, 2)
     lo, hi = g.RADIUS_RANGE
     assert ((result.params.radius >= lo) & (result.params.radius <= hi)).all()
-    assert result.scene is None or len(result.scene.objects) == 2
+    assert result.scene is not None and result.scene.axis == "horizontal"  # the prior kept a row on the caption's axis
+    # params are the snapped scenes: their hard render is what decode read, and scores are its readout
+    legal = torch.tensor(list(shapes.SIZES.values()))  # (2,) float32, as the radii
+    assert (result.params.radius[..., None] == legal).any(-1).all()
+    assert g.describe(g.decode(result.params)[result.best]) == g.describe(result.scene)
+    from minclip.evaluate import encode_texts
+    text = encode_texts(model, tokenizer, [caption])[0]
+    torch.testing.assert_close(result.scores, g.readout_scores(model, result.params, text))
     assert all(p.requires_grad for p in model.parameters())  # the model is given back as it was
     with pytest.raises(ValueError, match="steps, restarts, views and frames must be >= 1"):
         g.guide(model, tokenizer, caption, steps=0)
     with pytest.raises(ValueError, match="cannot read"):
         g.guide(model, tokenizer, "a cat", steps=1)
+
+
+def test_guide_runs_the_old_way_too(tiny):
+    model, tokenizer = tiny
+    result = g.guide(model, tokenizer, "a small red circle above a large blue square", steps=3, restarts=2, views=2,
+                     relaxation="straight-through", start="random", prior=False, search=None, seed=1)
+    assert result.history.shape == (3, 2)
+    assert ((result.params.centre >= 0) & (result.params.centre <= 1)).all()
+    start = g.row_params(3, 2, "vertical", torch.Generator().manual_seed(6))
+    from_init = g.guide(model, tokenizer, "a small red circle above a large blue square", steps=2, views=2, init=start)
+    assert from_init.scores.shape == (3,)  # one restart per scene of init
+    with pytest.raises(ValueError, match="init has 2 objects per scene, the caption 1"):
+        g.guide(model, tokenizer, "a small red circle", steps=1, init=start)
+    emoji = g.guide(model, tokenizer, "red heart", steps=2, restarts=1, views=2, objects=1, frames=1)
+    assert len(emoji.scene.objects) == 1  # any text, given the number of objects
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("relaxation", "gumbel", "relaxation must be one of \\('softmax', 'straight-through'\\), got 'gumbel'"),
+    ("start", "grid", "start must be one of \\('row', 'random'\\), got 'grid'"),
+    ("temperature", (1.0, 0.0), "temperature must be two positive numbers"),
+    ("objects", 3, "objects=3 disagrees with the caption, which names 2"),
+    ("search", True, "search must be one of \\('one', 'pairs', 'all'\\) or None, got True"),
+])
+def test_guide_rejects_bad_options(tiny, option, value, message):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match=message):
+        g.guide(model, tokenizer, "a small red circle above a large blue square", steps=1, **{option: value})
+
+
+def test_softmax_at_a_tiny_temperature_is_the_hard_render():
+    params = g.random_params(3, 3, torch.Generator().manual_seed(2))
+    hard = g.render(params, 32, hard=True)
+    torch.testing.assert_close(g.render(params, 32, temperature=1e-4), hard, atol=1e-3, rtol=0)  # of 255
+    assert (g.render(params, 32, temperature=1.0) - hard).abs().max() > 10  # at T = 1 the mixtures show
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        g.render(params, 32, temperature=0.0)
+
+
+@pytest.mark.parametrize("axis, objects", [("horizontal", 2), ("vertical", 2), ("horizontal", 3), ("vertical", 3)])
+def test_row_params_start_in_a_row_on_the_axis_that_decode_reads(axis, objects):
+    params = g.row_params(5, objects, axis, torch.Generator().manual_seed(0))
+    along, across = (0, 1) if axis == "horizontal" else (1, 0)
+    assert (params.centre[:, 1:, along] > params.centre[:, :-1, along]).all()  # object k is k-th along the axis
+    assert ((params.centre[..., across] - 0.5).abs() <= g.ROW_JITTER).all()  # near the middle line across it
+    assert params.colour_logits.abs().max() < 1 and params.shape_logits.abs().max() < 1  # near-uniform choices
+    for scene in g.decode(g.snap(params, axis)):
+        assert scene is not None and scene.axis == axis and len(scene.objects) == objects
+    one = g.row_params(2, 1, None)
+    torch.testing.assert_close(one.centre, torch.full((2, 1, 2), 0.5), atol=g.ROW_JITTER, rtol=0)
+    with pytest.raises(ValueError, match="axis must be 'horizontal' or 'vertical' for 2 or 3 objects"):
+        g.row_params(1, 2, None)
+
+
+@pytest.mark.parametrize("axis", ["horizontal", "vertical"])
+def test_keep_in_row_makes_any_layout_a_row_inside_the_image(axis):
+    params = g.random_params(64, 3, torch.Generator().manual_seed(3))
+    params.centre.mul_(1.6).sub_(0.3)  # some centres outside the image
+    params.radius.uniform_(0.0, 0.3)  # some radii outside RADIUS_RANGE
+    g.keep_in_row(params, axis)
+    along, across = (0, 1) if axis == "horizontal" else (1, 0)
+    r, a = params.radius, params.centre[..., along]
+    lo, hi = g.RADIUS_RANGE
+    assert ((r >= lo - 1e-6) & (r <= hi + 1e-6)).all()
+    assert (a - r >= -1e-6).all() and (a + r <= 1 + 1e-6).all()  # every box inside the image
+    assert (a[:, 1:] - r[:, 1:] - (a[:, :-1] + r[:, :-1]) >= g.ROW_GAP - 1e-6).all()  # index order, boxes apart
+    assert (params.centre[..., across] == params.centre[:, :1, across]).all()  # one line across the axis
+    before = [t.clone() for t in params.tensors()]
+    g.keep_in_row(params, axis)  # a row is already a row: a projection changes nothing the second time
+    for old, new in zip(before, params.tensors()):
+        torch.testing.assert_close(old, new)
+
+
+def test_snap_gives_one_hot_logits_legal_sizes_and_the_same_scene():
+    scenes = [s for s in some_scenes("train", 120) if len(s.objects) == 2][:20]
+    params = g.encode(scenes)
+    noisy = g.SceneParams(params.centre, params.radius + 0.02 * (2 * torch.rand(params.radius.shape) - 1),
+                          params.colour_logits / 12 + 0.3 * torch.rand(params.colour_logits.shape),
+                          params.shape_logits / 12 + 0.3 * torch.rand(params.shape_logits.shape))
+    snapped = g.snap(noisy)
+    torch.testing.assert_close(snapped.colour_logits, params.colour_logits)  # the encoder's one-hot logits again
+    torch.testing.assert_close(snapped.shape_logits, params.shape_logits)
+    torch.testing.assert_close(snapped.radius, params.radius)  # the nearest of the two legal sizes
+    torch.testing.assert_close(snapped.centre, params.centre)  # positions kept
+    assert [g.describe(s) for s in g.decode(snapped)] == [g.describe(s) for s in scenes]
+
+
+def test_choose_categories_finds_the_target_with_an_exact_oracle():
+    target = g.encode(shapes.Scene((shapes.SceneObject("star", "purple", "small", 0.2, 0.5),
+                                    shapes.SceneObject("heart", "orange", "large", 0.5, 0.5),
+                                    shapes.SceneObject("triangle", "green", "small", 0.8, 0.5)), "left to right"))
+
+    def oracle(p):  # (N,) how many of the 9 attributes match the target
+        return ((p.colour_logits.argmax(-1) == target.colour_logits.argmax(-1)).float().sum(1)
+                + (p.shape_logits.argmax(-1) == target.shape_logits.argmax(-1)).float().sum(1)
+                + ((p.radius - target.radius).abs() < 1e-6).float().sum(1))
+
+    start = g.snap(g.row_params(4, 3, "horizontal", torch.Generator().manual_seed(4)), "horizontal")
+    for steps in g.SEARCH_STEPS:
+        found = g.choose_categories(oracle, start, "horizontal", rounds=1, steps=steps)
+        assert (oracle(found) == 9).all(), steps
+    assert all(g.describe(s) == g.describe(g.decode(target)[0]) for s in g.decode(found))
+    unchanged = g.choose_categories(oracle, start, "horizontal", rounds=0)
+    torch.testing.assert_close(unchanged.colour_logits, start.colour_logits)
+
+
+def test_searching_attributes_together_escapes_a_trap_of_one_at_a_time():
+    # a yellow star beats a red star and a yellow circle, but a red circle beats them all
+    table = {("yellow", "star"): 2.0, ("red", "star"): 1.0, ("yellow", "circle"): 1.0, ("red", "circle"): 3.0}
+
+    def trap(p):  # (N,) for one object
+        return torch.tensor([table.get((s.objects[0].colour, s.objects[0].shape), 0.0) for s in g.decode(p)])
+
+    start = g.encode(shapes.Scene((shapes.SceneObject("star", "yellow", "small", 0.5, 0.5),)))
+    stuck = g.choose_categories(trap, start, steps="one")
+    assert g.decode(stuck)[0].objects[0].shape == "star"  # no single change helps: one at a time stays
+    for steps in ("pairs", "all"):
+        found = g.decode(g.choose_categories(trap, start, steps=steps))[0].objects[0]
+        assert (found.colour, found.shape) == ("red", "circle"), steps
+    with pytest.raises(ValueError, match="steps must be one of"):
+        g.choose_categories(trap, start, steps="every")
+
+
+def test_choose_categories_never_lowers_clips_score(tiny):
+    model, tokenizer = tiny
+    from minclip.evaluate import encode_texts
+    text = encode_texts(model, tokenizer, ["a small red circle above a large blue square"])[0]
+    start = g.snap(g.row_params(3, 2, "vertical", torch.Generator().manual_seed(5)), "vertical")
+    score = lambda p: g.readout_scores(model, p, text)  # noqa: E731
+    better = g.choose_categories(score, start, "vertical", steps="one")
+    assert (score(better) >= score(start) - 1e-6).all()
+    assert (score(g.choose_categories(score, better, "vertical")) >= score(better) - 1e-6).all()
+    assert all(s is not None and s.axis == "vertical" for s in g.decode(better))  # size changes keep the row
+
+
+def test_shifted_views_are_the_eight_fixed_neighbour_shifts():
+    image = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    views = g.shifted_views(image, 2)
+    assert views.shape == (16, 3, 8, 8)
+    torch.testing.assert_close(views, g.shifted_views(image, 2))  # deterministic
+    torch.testing.assert_close(g.shifted_views(image, 0), image)
+    padded = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="replicate")
+    offsets = [(dy, dx) for dy in (0, 2, 4) for dx in (0, 2, 4) if (dy, dx) != (2, 2)]
+    for b in range(2):
+        for v, (dy, dx) in enumerate(offsets):
+            torch.testing.assert_close(views[8 * b + v], padded[b, :, dy:dy + 8, dx:dx + 8])
+    assert not any(torch.equal(view, image[b]) for b in range(2) for view in views[8 * b:8 * b + 8])
 
 
 def test_random_views_are_shifted_crops():
@@ -256,6 +410,10 @@ def test_generate_saves_frames_and_says_what_it_drew(checkpoint, tmp_path, capsy
                  "--restarts", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert out.is_file() and "drew: " in printed and "the caption" in printed and "frames saved to" in printed
+    assert main(["generate", str(checkpoint), "a small red circle", "--steps", "2", "--restarts", "1",
+                 "--relaxation", "straight-through", "--start", "random", "--no-prior", "--search", "none",
+                 "--out", str(out)]) == 0
+    assert "drew: a " in capsys.readouterr().out  # one object is always a scene
 
 
 @pytest.mark.parametrize("argv, message", [
