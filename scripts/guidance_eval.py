@@ -1,10 +1,12 @@
 """Measure the three uses of CLIP as a guide (minclip/guidance.py) with the models notebook 12 uses; print the figures
 docs/guidance.md quotes and write them to runs/12_guidance/results.json.
 
-    python scripts/guidance_eval.py            # trains the three models first if runs/ lacks them (about 20 min)
+    python scripts/guidance_eval.py            # trains the models first if runs/ lacks them (about 35 min)
     python scripts/guidance_eval.py --quick    # a few captions only, to check that everything runs
-    python scripts/guidance_eval.py --shapes-model runs/hardneg/shapes-36ep-hard-family-seed0/checkpoint.pt
-                                               # reranking and guidance only, judged by another shapes model
+    python scripts/guidance_eval.py --judge 12_shapes_twins
+                                               # reranking and guidance judged by the model that sees order
+    python scripts/guidance_eval.py --shapes-model runs/some_run/checkpoint.pt
+                                               # reranking and guidance only, judged by any shapes checkpoint
     python scripts/guidance_eval.py --only gradient --split val --captions 16
                                                # guidance alone, on validation captions (tune there, not on test)
     python scripts/guidance_eval.py --only gradient --search none --start random
@@ -12,6 +14,7 @@ docs/guidance.md quotes and write them to runs/12_guidance/results.json.
 
 The models (trained here with one thread if missing, reused otherwise; notebook 12 reuses the same folders):
     runs/12_shapes        the tiny preset on the shapes set, 12 epochs (python -m minclip train --data shapes ...)
+    runs/12_shapes_twins  the same for 36 epochs, each scene beside its role twin in the batch (--family-batches)
     runs/12_emoji_seed0   the tiny preset on the emoji set, 16 epochs, seed 0: the model pixels are optimised for
     runs/12_emoji_seed1   the same recipe with seed 1: the second opinion
 """
@@ -36,6 +39,7 @@ from minclip.train import TrainConfig, train, trained_with  # noqa: E402
 
 MODELS = {  # folder under runs/ -> the run's options (the same objects as notebook 12's)
     "12_shapes": TrainConfig(data="shapes", epochs=12, eval_every=0, vocab_size=588),
+    "12_shapes_twins": TrainConfig(data="shapes", epochs=36, eval_every=0, vocab_size=588, family_batches=True),
     "12_emoji_seed0": TrainConfig(epochs=16, eval_every=0, seed=0),
     "12_emoji_seed1": TrainConfig(epochs=16, eval_every=0, seed=1),
 }
@@ -54,8 +58,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few captions per part")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--judge", choices=("12_shapes", "12_shapes_twins"), default="12_shapes",
+                        help="which of notebook 12's shapes models judges reranking and guidance (trained if missing; "
+                             "default 12_shapes)")
     parser.add_argument("--shapes-model", type=Path, default=None,
-                        help="a shapes checkpoint to judge reranking and guidance with (instead of runs/12_shapes); "
+                        help="any shapes checkpoint to judge reranking and guidance with (instead of --judge); "
                              "the pixel-prior part is skipped and the results go to results_<folder>[_...].json")
     parser.add_argument("--split", choices=("val", "test"), default="test",
                         help="which scenes' captions guidance draws: test (held-out combinations, the reported "
@@ -82,7 +89,8 @@ def main(argv=None) -> int:
 
     if run["rerank"] or run["gradient"]:
         if args.shapes_model is None:
-            shapes_model, shapes_tokenizer = trained("12_shapes")
+            shapes_model, shapes_tokenizer = trained(args.judge)
+            results["shapes_model"] = f"runs/{args.judge}"
         else:
             shapes_model, _, shapes_tokenizer = minclip.load(args.shapes_model, fast_path=True)  # as trained()'s
             shapes_model.eval()
@@ -138,7 +146,7 @@ def main(argv=None) -> int:
 def result_name(args) -> str:
     """results.json for the full default run; otherwise a name that says what differs, e.g.
     results_12_shapes_twins_gradient_val_search-none.json, so that no run overwrites another's numbers."""
-    parts = [args.shapes_model.parent.name] if args.shapes_model else []
+    parts = [args.shapes_model.parent.name] if args.shapes_model else [args.judge] * (args.judge != "12_shapes")
     parts += [args.only] if args.only else []
     parts += [args.split] if args.split != "test" else []
     parts += [f"start-{args.start}"] if args.start != "row" else []
