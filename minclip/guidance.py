@@ -59,6 +59,7 @@ from .shapes import _GAP, _HEART_H, _HEART_Y, _STAR, _TRIANGLE, BACKGROUND, COLO
 _COLOUR_NAMES = tuple(COLOURS)
 _SIZE_NAMES = tuple(SIZES)
 _PALETTE = torch.tensor([COLOURS[c] for c in _COLOUR_NAMES], dtype=torch.float32)  # (6, 3) RGB, 0..255
+_RADII = torch.tensor([SIZES[s] for s in _SIZE_NAMES])  # (2,) the radius of each size, a fraction of the side
 _AXIS_OF = {"left of": "horizontal", "right of": "horizontal", "above": "vertical", "below": "vertical",
             "left to right": "horizontal", "top to bottom": "vertical"}
 
@@ -570,9 +571,8 @@ def snap(params: SceneParams, axis: str | None = None) -> SceneParams:
     each radius the nearest of minclip.shapes.SIZES, positions kept. With an axis, keep_in_row then re-spaces the row
     for the snapped sizes. Returns new SceneParams; render(..., hard=True) of them is what decode describes."""
     colours, shapes = params.colour_logits.argmax(-1), params.shape_logits.argmax(-1)  # (B, K) each
-    sizes = torch.tensor([SIZES[s] for s in _SIZE_NAMES])  # (2,)
-    nearest = (params.radius.detach()[..., None] - sizes).abs().argmin(-1)  # (B, K) index of the nearest size
-    snapped = SceneParams(params.centre.detach().clone(), sizes[nearest],
+    nearest = (params.radius.detach()[..., None] - _RADII).abs().argmin(-1)  # (B, K) index of the nearest size
+    snapped = SceneParams(params.centre.detach().clone(), _RADII[nearest],
                           _LOGIT * F.one_hot(colours, len(_COLOUR_NAMES)).float(),
                           _LOGIT * F.one_hot(shapes, len(SHAPES)).float())
     return snapped if axis is None else _keep_sizes_in_row(snapped, axis)
@@ -608,10 +608,9 @@ def choose_categories(score, params: SceneParams, axis: str | None = None, round
         raise ValueError(f"rounds must be >= 0, got {rounds!r}")
     if steps not in SEARCH_STEPS:
         raise ValueError(f"steps must be one of {tuple(SEARCH_STEPS)}, got {steps!r}")
-    params = SceneParams(*(t.detach().clone() for t in params.tensors()))
+    params = params.detach()
     B, K = params.radius.shape
-    sizes = torch.tensor([SIZES[s] for s in _SIZE_NAMES])  # (2,)
-    counts = {"colour": len(_COLOUR_NAMES), "shape": len(SHAPES), "size": len(sizes)}
+    counts = {"colour": len(_COLOUR_NAMES), "shape": len(SHAPES), "size": len(_RADII)}
     for _ in range(rounds):
         for k in range(K):
             for attributes in SEARCH_STEPS[steps]:
@@ -626,7 +625,7 @@ def choose_categories(score, params: SceneParams, axis: str | None = None, round
                     elif attribute == "shape":
                         candidates.shape_logits[:, k] = _LOGIT * F.one_hot(chosen[:, a], counts[attribute]).float()
                     else:
-                        candidates.radius[:, k] = sizes[chosen[:, a]]
+                        candidates.radius[:, k] = _RADII[chosen[:, a]]
                         if axis is not None:
                             _keep_sizes_in_row(candidates, axis)
                 scores = score(candidates).view(B, C)  # (B * C,) -> (B, C)
