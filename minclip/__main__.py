@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="hard negative images: each batch holds an emoji's siblings together (its other skin "
                             "tones and genders), or each shapes scene beside its role twin (the same objects in "
                             "the opposite order)")
+    train.add_argument("--artist-pairs", action="store_true",
+                       help="emoji, two or more --artists: each caption comes drawn by two of them, positives of "
+                            "each other (an image-image InfoNCE term beside the caption's)")
+    train.add_argument("--restyle", action="store_true",
+                       help="emoji: also shrink each drawing to 70-100 %% of its size and soften it through a lower "
+                            "resolution, two habits that differ between artists")
     train.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                        help="forward pass: 'auto' = bf16 autocast on a GPU, float32 elsewhere; 'bf16' also on a CPU "
                             "with bf16 matrix units (Intel AMX), where it is faster (default: auto)")
@@ -256,7 +262,8 @@ def _train(args) -> int:
     try:
         config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, artists=tuple(args.artists),
                              seed=args.seed, loss=args.loss, hard_negatives=args.hard_negatives,
-                             family_batches=args.family_batches,
+                             family_batches=args.family_batches, artist_pairs=args.artist_pairs,
+                             restyle=args.restyle,
                              precision=args.precision, freeze_image_tower=args.freeze_image_tower,
                              model=model_overrides, **overrides)
     except ValueError as error:
@@ -284,7 +291,7 @@ FLAGS = {"preset": "--preset", "data": "--data", "lang": "--lang", "artists": "-
          "batch_size": "--batch-size", "loss": "--loss", "lr": "--lr", "precision": "--precision", "seed": "--seed", "max_steps": "--max-steps",
          "save_every_minutes": "--save-every-minutes", "fixed_logit_scale": "--fixed-temperature",
          "freeze_image_tower": "--freeze-image-tower", "hard_negatives": "--hard-negatives",
-         "family_batches": "--family-batches",
+         "family_batches": "--family-batches", "artist_pairs": "--artist-pairs", "restyle": "--restyle",
          "image_key": "--image-key", "caption_key": "--caption-key", "split_key": "--split-key",
          "val_fraction": "--val-fraction", "tokenizer": "--tokenizer", "workers": "--workers"}
 
@@ -299,7 +306,7 @@ def _flag(name: str, value) -> str:
     """The command-line words that set the TrainConfig field `name` to `value` ("" when the default needs none)."""
     if name == "fixed_logit_scale":
         return "" if value is None else f"--fixed-temperature {1 / value:g}"
-    if name in ("freeze_image_tower", "hard_negatives", "family_batches"):
+    if name in ("freeze_image_tower", "hard_negatives", "family_batches", "artist_pairs", "restyle"):
         return FLAGS[name] if value else ""
     if name == "model":
         return f"--text-pooling {value['text_pooling']}" if value.get("text_pooling") else ""
@@ -324,8 +331,9 @@ def _check_resume(state: dict, config, out: Path) -> None:
     defaults = dataclasses.asdict(TrainConfig())  # the command line's defaults too: only other values need a flag
     words = [_flag(name, stored[name]) for name in ("preset", "data", "lang", "artists", "batch_size", "loss", "lr",
                                                     "precision", "seed", "fixed_logit_scale", "freeze_image_tower",
-                                                    "hard_negatives", "family_batches", "model", "image_key",
-                                                    "caption_key", "split_key", "val_fraction", "tokenizer")
+                                                    "hard_negatives", "family_batches", "artist_pairs", "restyle",
+                                                    "model", "image_key", "caption_key", "split_key", "val_fraction",
+                                                    "tokenizer")
              if name in stored and stored[name] != defaults[name]]
     command = " ".join(["python -m minclip train --out", str(out), "--resume", *filter(None, words)])
     advice = f"continue it with: {command}" if len(settable) == len(differ) else \

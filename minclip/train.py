@@ -59,7 +59,8 @@ from tqdm import tqdm  # text bars: they work in terminals and notebooks alike
 from .captioned import CaptionedData
 from .checkpoint import (first_line, model_from_checkpoint, read_checkpoint, save_checkpoint, set_rng_state,
                          training_state)
-from .data import ARTISTS, DATASETS, LANGS, DistinctBatchSampler, EmojiDataset, augment, to_model_input
+from .data import (ARTISTS, DATASETS, LANGS, DistinctBatchSampler, EmojiDataset, augment, restyle,
+                   to_model_input)
 from .evaluate import heldout_report, retrieval_evaluate
 from .foils import batch_foils, epoch_foils
 from .loss import SIGLIP_INIT_BIAS, SIGLIP_INIT_LOG_SCALE, distributed_clip_loss, distributed_siglip_loss
@@ -93,9 +94,12 @@ class TrainConfig:
     grad_clip: float = 1.0  # largest gradient norm; larger gradients are scaled down to it
     vocab_size: int = 2048  # BPE vocabulary learned on the training captions (512 bytes + merges + 2 specials)
     augment: bool = True  # pixel shifts and caption-respecting mirror images
+    restyle: bool = False  # emoji: also shrink each drawing (70-100 %) and soften it through a lower resolution
     family_batches: bool = False  # hard negative images in every batch: emoji siblings (skin tone, gender), or
     #                               each shapes scene beside its role twin (the same objects in the opposite order)
     hard_negatives: bool = False  # NegCLIP: add each caption's word-swapped foil (foils.py) as a wrong caption
+    artist_pairs: bool = False  # emoji, 2+ artists: each caption brings two artists' drawings, positives of each
+    #                             other (an image-image InfoNCE term) and both of the caption
     seed: int = 0  # seeds the model's initialisation, the batches, the captions and the augmentation
     eval_every: int = 5  # evaluate on the validation split every this many epochs (0: only at the end)
     max_steps: int | None = None  # stop after this many steps (for tests and quick looks); None: all epochs
@@ -130,6 +134,13 @@ class TrainConfig:
                              f"it cannot be used with your own data ({self.data!r}): leave --hard-negatives out")
         if self.data != "emoji" and self.artists != ("noto",):
             raise ValueError(f"artists are drawings of the emoji set; data={self.data!r} has its own images")
+        if self.restyle and self.data != "emoji":
+            raise ValueError(f"restyle shrinks and softens emoji drawings, where size says nothing; data="
+                             f"{self.data!r} has captions about size or its own images: leave it off")
+        if self.artist_pairs and (self.data != "emoji" or len(self.artists) < 2):
+            raise ValueError(f"artist_pairs pairs two artists' drawings of each emoji: it needs data='emoji' and at "
+                             f"least two artists, got data={self.data!r}, artists={self.artists!r} "
+                             "(e.g. --artists noto openmoji fluent)")
         for name in ("epochs", "batch_size", "vocab_size"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
@@ -312,6 +323,7 @@ class Batch:
     tokens: torch.Tensor  # (n, T') on the device, trimmed to the batch's longest caption (less work)
     foil_tokens: torch.Tensor | None  # (n', T') hard negative captions on the device, or None
     pairs: int  # pairs in the global batch (for the pairs/s shown)
+    second_images: torch.Tensor | None = None  # (n, 3, S, S): with artist_pairs, row i drawn by another artist
 
 
 class ShippedPairs:
@@ -342,6 +354,7 @@ class ShippedPairs:
         captions = self.train_set.epoch_captions(epoch)
         tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
         images_all = self.train_set.epoch_images(epoch)  # (N, S, S, 3) uint8: this epoch's drawings
+        second_all = self.train_set.epoch_images(epoch, view=1) if config.artist_pairs else None  # another artist's
         foils = epoch_foils(self.train_set, epoch) if config.hard_negatives else None  # one per item, or None
         foil_tokens_all = None if foils is None else \
             tokenizer.tokenize([foil or "" for foil in foils], context_length, truncate=True)  # (N, T)
@@ -349,14 +362,23 @@ class ShippedPairs:
         for step, batch in enumerate(self.sampler.batches(epoch)[position:], start=first_step):
             index = torch.tensor(batch)
             images = images_all[index]  # (B, S, S, 3) uint8
+            second = None if second_all is None else second_all[index]  # (B, S, S, 3) uint8, or None
             if config.augment:  # the whole global batch, in every process: the shifts and flips of one run
-                images = augment(images, [captions[i] for i in batch], generator=step_generator(config.seed, step))
+                generator = step_generator(config.seed, step)
+                batch_captions = [captions[i] for i in batch]
+                images = augment(images, batch_captions, generator=generator)
+                if second is not None:  # its own shifts and flips, drawn next from the same generator
+                    second = augment(second, batch_captions, generator=generator)
+            if config.restyle:
+                images = restyle(images, generator=step_generator(config.seed, step))
+                second = None if second is None else restyle(second, generator=step_generator(config.seed, -1 - step))
             tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T)
             mine = self.processes.shard(len(batch))  # this process's rows (all of them when alone)
             images, tokens = images[mine], tokens[mine]  # (n, S, S, 3), (n, T')
             foil_tokens = None if foils is None else shard_foil_tokens(
                 batch, captions, foils, foil_tokens_all, mine, tokenizer.eot_token_id).to(device)  # (n', T')
-            yield Batch(to_model_input(images).to(device), tokens.to(device), foil_tokens, len(batch))
+            second = None if second is None else to_model_input(second[mine]).to(device)  # (n, 3, S, S)
+            yield Batch(to_model_input(images).to(device), tokens.to(device), foil_tokens, len(batch), second)
 
     def tokenizer_corpus(self) -> list[str]:
         return tokenizer_corpus(self.train_set)
@@ -508,7 +530,7 @@ class Towers(nn.Module):
 
 def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimizer, grad_clip: float,
                autocast=None, loss: str = "clip", towers: nn.Module | None = None,
-               foil_tokens: torch.Tensor | None = None) -> float:
+               foil_tokens: torch.Tensor | None = None, second_images: torch.Tensor | None = None) -> float:
     """One contrastive step on a batch of matching pairs; returns the loss as a Python float.
 
     Encode both towers, normalise, score every image against every text with the learned temperature, take the loss
@@ -526,6 +548,11 @@ def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimize
     `foil_tokens` `(n', T)`: hard negative captions (NegCLIP), encoded by the text tower and passed to the loss as
     extra wrong captions for every image (gathered over processes like the features; see minclip.loss.clip_loss).
     With several processes, give every process a tensor (zero rows allowed) or none.
+
+    `second_images` `(n, 3, S, S)`: the same captions drawn by another artist (`artist_pairs`). Both drawings go
+    through the image tower in one pass; the loss is the mean of the two image-caption losses plus the InfoNCE between
+    the two drawings (each must find its twin among the other artist's drawings of the batch), so the tower is asked
+    directly to see what two artists' drawings of one emoji share.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -534,17 +561,26 @@ def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimize
                          f"init_logit_bias={SIGLIP_INIT_BIAS}, init_logit_scale={SIGLIP_INIT_LOG_SCALE:.4f}) as "
                          "build_model does for TrainConfig(loss='siglip')")
     towers = Towers(model) if towers is None else towers
+    n = len(images)
+    if second_images is not None:
+        images = torch.cat([images, second_images])  # (2n, 3, S, S): both artists' drawings in one pass
     with autocast if autocast is not None else contextlib.nullcontext():
         features = towers(images, tokens) if foil_tokens is None else towers(images, tokens, foil_tokens)
     precision = torch.promote_types(features[0].dtype, torch.float32)  # the loss in float32 at least (autocast)
-    image_features, text_features = features[0].to(precision), features[1].to(precision)  # (n, E) each, unit length
+    image_features, text_features = features[0].to(precision), features[1].to(precision)  # (n or 2n, E), (n, E)
     foil_features = features[2].to(precision) if foil_tokens is not None else None  # (n', E)
-    if loss == "clip":
-        value = distributed_clip_loss(image_features, text_features, model.logit_scale.exp(),
-                                      foil_features=foil_features)
+
+    def pair_loss(first: torch.Tensor, second: torch.Tensor, foils: torch.Tensor | None = None) -> torch.Tensor:
+        if loss == "clip":
+            return distributed_clip_loss(first, second, model.logit_scale.exp(), foil_features=foils)
+        return distributed_siglip_loss(first, second, model.logit_scale.exp(), model.logit_bias, foil_features=foils)
+
+    if second_images is None:
+        value = pair_loss(image_features, text_features, foil_features)
     else:
-        value = distributed_siglip_loss(image_features, text_features, model.logit_scale.exp(), model.logit_bias,
-                                        foil_features=foil_features)
+        drawings, others = image_features[:n], image_features[n:]  # (n, E) each: one caption, two artists
+        value = (pair_loss(drawings, text_features, foil_features) + pair_loss(others, text_features, foil_features)) / 2 \
+            + pair_loss(drawings, others)
     optimizer.zero_grad(set_to_none=True)
     value.backward()  # under DDP: gradients averaged over processes here
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -642,7 +678,7 @@ def train(config: TrainConfig, out: str | Path | None = None, resume: bool = Fal
                         continue
                     # the step: forward both towers, loss, backward, clip, optimiser step, temperature clamp
                     loss = train_step(model, batch.images, batch.tokens, optimizer, config.grad_clip, autocast,
-                                      config.loss, towers, batch.foil_tokens)
+                                      config.loss, towers, batch.foil_tokens, batch.second_images)
                     scheduler.step()
                     step += 1
                     check_finite(loss, model, step, config)

@@ -21,7 +21,7 @@ import minclip.data as data
 import minclip.model as model
 from minclip.data import (
     ARTISTS, CLIP_MEAN, CLIP_STD, DATA_DIR, TEMPLATES, DistinctBatchSampler, EmojiDataset, augment, flip_allowed,
-    from_model_input, load_artist, load_emoji, make_caption, resize_images, to_model_input, verify_files,
+    from_model_input, load_artist, load_emoji, make_caption, resize_images, restyle, to_model_input, verify_files,
 )
 from minclip.plots import show_gallery
 
@@ -502,6 +502,23 @@ def test_augment_shifts_then_mirrors_and_leaves_its_input_alone():
         assert plain or mirrored
         kinds.append(mirrored and not plain)
     assert 4 < sum(kinds) < 28  # about half are mirror images of a shifted copy
+
+
+def test_restyle_shrinks_the_drawing_about_the_centre_and_keeps_its_colours():
+    images = torch.full((8, 32, 32, 3), 255, dtype=torch.uint8)
+    images[:, 4:28, 4:28] = torch.tensor([200, 30, 40], dtype=torch.uint8)  # a red square filling most of the frame
+    out = restyle(images, min_scale=0.5, min_side=32, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    red = (out == torch.tensor([200, 30, 40], dtype=torch.uint8)).all(-1)  # (8, 32, 32): pure red pixels
+    assert (red.sum((1, 2)) < 24 * 24).all() and (red.sum((1, 2)) > 11 * 11).all()  # shrunk to 50..100 % a side
+    assert red[:, 16, 16].all() and not red[:, 2, 2].any()  # about the centre; the corners stay white
+    assert len(set(red.sum((1, 2)).tolist())) > 4  # each image its own size
+    softened = restyle(images, min_scale=1.0, min_side=8, generator=torch.Generator().manual_seed(3))
+    assert (softened.int() - images.int()).abs()[:, 14:18, 14:18].max() <= 1  # the inside keeps its colour
+    untouched = restyle(images, min_scale=1.0, min_side=32)
+    torch.testing.assert_close(untouched, images, rtol=0, atol=0)  # full size, full resolution: nothing changes
+    with pytest.raises(ValueError, match=r"images must be uint8 \(B, H, W, 3\)"):
+        restyle(images.float())
 
 
 # --------------------------------------------------------------------------------------------- sampler

@@ -247,6 +247,48 @@ def test_review_switches_fix_the_temperature_and_freeze_the_image_backbone():
     assert "visual.proj" in trained and not any(n.startswith("visual.") and n != "visual.proj" for n in trained)
 
 
+def test_artist_pairs_bring_each_caption_drawn_by_two_artists(tmp_path):
+    config = TrainConfig(**{**NANO, "augment": False}, artists=("noto", "openmoji", "emojione"), artist_pairs=True)
+    data = train_module.ShippedPairs(config, 16, train_module.Processes())
+    tokenizer = BPETokenizer.train(data.tokenizer_corpus()[:2000], 600)
+    batch = next(data.batches(0, 0, tokenizer, 32, torch.device("cpu")))
+    assert batch.second_images.shape == batch.images.shape == (16, 3, 16, 16)
+    items = torch.tensor(data.sampler.batches(0)[0])
+    first, second = data.train_set.artist_of(0, 0)[items], data.train_set.artist_of(0, 1)[items]
+    drawn_twice = data.train_set.drawn[:, items].sum(0) >= 2  # (16,) items two of the artists draw
+    assert drawn_twice.any() and (first != second)[drawn_twice].all()  # two artists wherever there are two
+    expected = to_model_input(data.train_set.artist_images[second, items])  # (16, 3, 16, 16)
+    torch.testing.assert_close(batch.second_images, expected, rtol=0, atol=0)
+
+
+def test_a_step_with_artist_pairs_adds_the_drawings_loss_to_both_caption_losses():
+    torch.manual_seed(0)
+    model = CLIP(CLIPConfig.preset("nano"))
+    images, others = torch.randn(2, 6, 3, 16, 16).unbind(0)  # (6, 3, 16, 16) each
+    tokens = torch.cat([torch.randint(0, 60, (6, 7)), torch.full((6, 1), 63)], dim=1)  # (6, 8): ids, then EOT
+    with torch.no_grad():
+        scale = model.logit_scale.exp()
+        drawings, second = model.encode_image(torch.cat([images, others]), normalize=True).split(6)  # (6, E) each
+        texts = model.encode_text(tokens, normalize=True)  # (6, E)
+        expected = (clip_loss(drawings, texts, scale) + clip_loss(second, texts, scale)) / 2 \
+            + clip_loss(drawings, second, scale)
+    optimizer = make_optimizer(model, TrainConfig(preset="nano"))
+    loss = train_step(model, images, tokens, optimizer, grad_clip=1.0, second_images=others)
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_artist_pairs_need_two_artists_of_the_emoji_set():
+    with pytest.raises(ValueError, match=r"artist_pairs pairs two artists' drawings .* at least two artists"):
+        TrainConfig(artist_pairs=True)
+    with pytest.raises(ValueError, match="data='emoji'"):
+        TrainConfig(data="shapes", artist_pairs=True)
+
+
+def test_restyle_is_only_for_the_emoji_set():
+    with pytest.raises(ValueError, match="restyle shrinks and softens emoji drawings"):
+        TrainConfig(data="shapes", restyle=True)
+
+
 def test_a_run_on_several_artists_reports_the_others_as_unseen(tmp_path):
     config = TrainConfig(**NANO, max_steps=2, artists=("noto", "openmoji"))
     report = train(config, out=tmp_path, progress=False).report
