@@ -18,7 +18,9 @@ The loss is CLIP's InfoNCE (`loss="clip"`) or SigLIP's pairwise sigmoid (`loss="
 adds a learned bias to the model, started as the paper does at b = -10 with the scale at exp(t') = 10. With
 `hard_negatives` (NegCLIP, Yuksekgonul et al., 2023) each caption also brings a word-swapped foil (minclip/foils.py),
 encoded by the text tower and scored against every image as one more wrong caption. With `family_batches` the
-batches also hold hard negative images: an emoji's siblings, or a shapes scene and its role twin.
+batches also hold hard negative images: an emoji's siblings, or a shapes scene and its role twin. With
+`artist_pairs` (emoji, several artists) every caption comes drawn by two artists, and the two drawings are also
+positives of each other (an image-image InfoNCE term): what two hands draw alike is what the image tower must see.
 
 Checkpoints (minclip/checkpoint.py) hold everything needed to resume or to use the model; a run writes one after
 every epoch (and every `save_every_minutes`, and when Ctrl-C or SIGTERM stops a run between two steps).

@@ -126,6 +126,9 @@ def one_line_error(capsys, argv, message) -> None:
     (["--fixed-temperature", "-1"], "error: --fixed-temperature must be a finite number >= 0.01"),
     (["--save-every-minutes", "0"], "error: --save-every-minutes must be a finite number"),
     (["--batch-size", "5000"], "error: batch_size=5000 leaves no full batch"),
+    (["--artist-pairs"], "error: --artist-pairs pairs two artists' drawings of each emoji: it needs data='emoji' and "
+                         "at least two artists"),
+    (["--data", "shapes", "--restyle"], "error: --restyle shrinks and softens emoji drawings"),
 ])
 def test_train_options_out_of_range_are_one_line_errors(tmp_path, capsys, options, message):
     one_line_error(capsys, ["train", "--preset", "nano", "--quiet", "--out", str(tmp_path / "run"), *options], message)
@@ -171,7 +174,7 @@ def test_resume_with_other_options_names_them_and_the_command_that_continues(run
                    "--resume --preset nano --batch-size 16; or choose another --out for a new run")
 
 
-@pytest.mark.parametrize("flag", ["--hard-negatives", "--family-batches"])
+@pytest.mark.parametrize("flag", ["--hard-negatives", "--family-batches", "--restyle"])
 def test_resume_with_hard_negatives_names_the_flag(run, capsys, flag):
     one_line_error(capsys, ["train", "--preset", "nano", "--batch-size", "16", flag, "--resume",
                             "--out", str(run)],
