@@ -197,6 +197,27 @@ def test_two_process_training_replays_the_single_process_run(tmp_path):
             "batch_size=15 must be divisible by the 2 processes")
 
 
+PAIRS = {**NANO, "artists": ("noto", "openmoji"), "artist_pairs": True}
+
+
+def _pairs_worker(rank, rendezvous, results):
+    _join(rank, f"file://{rendezvous}")
+    result = train(TrainConfig(**PAIRS), progress=False, stop_after=2)
+    dist.destroy_process_group()
+    torch.save({"loss": result.history["loss"], "model": result.model.state_dict()}, results / f"rank{rank}.pt")
+
+
+def test_two_process_training_with_artist_pairs_replays_the_single_process_run(tmp_path):
+    # each process keeps its rows of both drawings; the drawing-drawing term gathers both like image and text
+    single = train(TrainConfig(**PAIRS), progress=False, stop_after=2)
+    mp.start_processes(_pairs_worker, args=(tmp_path / "rendezvous", tmp_path), nprocs=WORLD_SIZE,
+                       start_method=START_METHOD)
+    for rank in range(WORLD_SIZE):
+        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(result["loss"], single.history["loss"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(result["model"], single.model.state_dict(), rtol=1e-4, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The command line, started as torchrun starts it: environment variables, then `python -m minclip train`
 
