@@ -644,7 +644,9 @@ def heldout_report(model, tokenizer, data: str, lang: str, image_size: int, seed
         report["among_test_images"] = retrieval_recall(similarity[:, test], list(range(len(test))))
         report["within_family"] = within_family_accuracy(similarity, heldout.test_indices, heldout.families)
         if unseen_artists:
-            report["unseen_artists"] = {artist: unseen_artist_report(model, tokenizer, artist, lang, image_size)
+            cache = {}  # the names and Noto's drawings, encoded once for all the artists
+            report["unseen_artists"] = {artist: unseen_artist_report(model, tokenizer, artist, lang, image_size,
+                                                                     cache=cache)
                                         for artist in unseen_artists}
     else:
         report["among_test_images"] = retrieval_recall(similarity, heldout.test_indices)
@@ -667,7 +669,8 @@ def distinct_images(images: torch.Tensor) -> list[int]:
     return [first.setdefault(image.numpy().tobytes(), i) for i, image in enumerate(images)]
 
 
-def unseen_artist_report(model, tokenizer, artist: str, lang: str, image_size: int, reference: str = "noto") -> dict:
+def unseen_artist_report(model, tokenizer, artist: str, lang: str, image_size: int, reference: str = "noto",
+                         cache: dict | None = None) -> dict:
     """Leave one artist out: does the model know the emoji's *concept*, or one artist's pixels?
 
     The shipped emoji are drawn by several artists, row for row (``minclip.data.load_artist``). For an artist the
@@ -681,21 +684,29 @@ def unseen_artist_report(model, tokenizer, artist: str, lang: str, image_size: i
       is the same emoji's drawing ranked first?
 
     Emoji the artist does not draw are left out; identical drawings count as one candidate (``distinct_images``).
+    ``cache``: a dict shared by the calls for one model (``heldout_report`` passes one), so that every emoji's name
+    and the reference's drawings are encoded once, not once per artist.
     """
     from .data import load_emoji, to_model_input  # here: the metrics above need torch only
 
+    cache = {} if cache is None else cache
     records, _ = load_emoji(image_size)
+    if ("names", lang) not in cache:
+        cache["names", lang] = encode_texts(model, tokenizer, [record[f"name_{lang}"] for record in records])  # (N, E)
+    name_features = cache["names", lang]
     images, candidate_of = artist_candidates(artist, image_size)
     image_features = encode_images(model, to_model_input(images))  # (K, E)
     report = {"artist": artist, "candidate_images": len(images)}
     for name, split in (("training_captions", "train"), ("heldout_compositions", "test")):
         rows = [row for row in candidate_of if records[row]["split"] == split]
-        text_features = encode_texts(model, tokenizer, [records[row][f"name_{lang}"] for row in rows])  # (Q, E)
+        text_features = name_features[rows]  # (Q, E): the names of those emoji
         recall = retrieval_recall(text_features @ image_features.T, [candidate_of[row] for row in rows],
                                   image_to_text=False)
         report[name] = recall["text_to_image"]
-    reference_images, reference_of = artist_candidates(reference, image_size)
-    reference_features = encode_images(model, to_model_input(reference_images))  # (K', E)
+    if ("reference", reference) not in cache:
+        reference_images, reference_of = artist_candidates(reference, image_size)
+        cache["reference", reference] = encode_images(model, to_model_input(reference_images)), reference_of
+    reference_features, reference_of = cache["reference", reference]  # (K', E), {row: candidate}
     shared = [row for row in candidate_of if row in reference_of]  # emoji both artists draw
     drawings = image_features[[candidate_of[row] for row in shared]]  # (Q, E): the queries
     twins = [reference_of[row] for row in shared]

@@ -425,6 +425,14 @@ def test_unseen_artist_report_on_a_made_up_set(monkeypatch):
     blind.encode_image = lambda images: torch.ones(len(images), 3)  # every drawing alike: ties count against it
     assert unseen_artist_report(blind, tokenizer, "pen", "en", image_size=2)["training_captions"]["R@1"] == 0.0
 
+    cache = {}  # shared by the calls of one report: the names and Noto's drawings are encoded once
+    encoded = []
+    counting = ColourConcepts(colours)
+    counting.encode_text = lambda tokens: encoded.append(len(tokens)) or model.encode_text(tokens)
+    assert unseen_artist_report(counting, tokenizer, "pen", "en", image_size=2, cache=cache) == report
+    assert unseen_artist_report(counting, tokenizer, "pen", "en", image_size=2, cache=cache) == report
+    assert encoded == [6]  # every name once, for both calls
+
 
 def test_format_report_aligns_nested_metrics_with_their_chance_levels():
     report = {"data": "emoji", "lang": "en", "test_captions": 2, "candidate_images": 9,
