@@ -365,15 +365,15 @@ class ShippedPairs:
             index = torch.tensor(batch)
             images = images_all[index]  # (B, S, S, 3) uint8
             second = None if second_all is None else second_all[index]  # (B, S, S, 3) uint8, or None
-            if config.augment:  # the whole global batch, in every process: the shifts and flips of one run
-                generator = step_generator(config.seed, step)
+            generator = step_generator(config.seed, step)  # the whole global batch, in every process: one run's draws
+            if config.augment:  # shifts and flips
                 batch_captions = [captions[i] for i in batch]
                 images = augment(images, batch_captions, generator=generator)
                 if second is not None:  # its own shifts and flips, drawn next from the same generator
                     second = augment(second, batch_captions, generator=generator)
-            if config.restyle:
-                images = restyle(images, generator=step_generator(config.seed, step))
-                second = None if second is None else restyle(second, generator=step_generator(config.seed, -1 - step))
+            if config.restyle:  # sizes and resolutions
+                images = restyle(images, generator=generator)
+                second = None if second is None else restyle(second, generator=generator)
             tokens = trim_padding(tokens_all[index], tokenizer.eot_token_id)  # (B, T' <= T)
             mine = self.processes.shard(len(batch))  # this process's rows (all of them when alone)
             images, tokens = images[mine], tokens[mine]  # (n, S, S, 3), (n, T')
@@ -581,8 +581,9 @@ def train_step(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, optimize
         value = pair_loss(image_features, text_features, foil_features)
     else:
         drawings, others = image_features[:n], image_features[n:]  # (n, E) each: one caption, two artists
-        value = (pair_loss(drawings, text_features, foil_features) + pair_loss(others, text_features, foil_features)) / 2 \
-            + pair_loss(drawings, others)
+        captions_found = (pair_loss(drawings, text_features, foil_features)
+                          + pair_loss(others, text_features, foil_features)) / 2
+        value = captions_found + pair_loss(drawings, others)  # + each drawing finds the other artist's
     optimizer.zero_grad(set_to_none=True)
     value.backward()  # under DDP: gradients averaged over processes here
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -277,6 +277,17 @@ def test_a_step_with_artist_pairs_adds_the_drawings_loss_to_both_caption_losses(
     assert loss == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_restyle_changes_the_training_batches_of_both_artists():
+    config = dict(NANO, augment=False, artists=("noto", "openmoji"), artist_pairs=True)
+    sources = [train_module.ShippedPairs(TrainConfig(**config, restyle=r), 16, train_module.Processes())
+               for r in (False, True)]
+    tokenizer = BPETokenizer.train(sources[0].tokenizer_corpus()[:2000], 600)
+    plain, restyled = (next(data.batches(0, 0, tokenizer, 32, torch.device("cpu"))) for data in sources)
+    assert restyled.images.shape == plain.images.shape and restyled.second_images.shape == plain.second_images.shape
+    assert not torch.equal(restyled.images, plain.images) and not torch.equal(restyled.second_images,
+                                                                              plain.second_images)
+
+
 def test_artist_pairs_need_two_artists_of_the_emoji_set():
     with pytest.raises(ValueError, match=r"artist_pairs pairs two artists' drawings .* at least two artists"):
         TrainConfig(artist_pairs=True)
