@@ -106,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="train only the image tower's final projection (the review's frozen backbone)")
     review.add_argument("--text-pooling", choices=["eot", "first"],
                         help="'first': bidirectional text attention pooled at the first token (BERT-style [CLS])")
+    shape = train.add_argument_group("the model's shape (changes the preset's; docs/generalization.md measures them)")
+    shape.add_argument("--image-size", type=int, metavar="S", help="input images are S x S pixels (tiny: 64)")
+    shape.add_argument("--patch-size", type=int, metavar="P", help="ViT patches of P x P pixels, dividing S (tiny: 16)")
+    shape.add_argument("--vision-layers", type=int, metavar="N", help="residual blocks of the image tower (tiny: 4)")
+    shape.add_argument("--text-layers", type=int, metavar="N", help="residual blocks of the text tower (tiny: 4)")
     own = train.add_argument_group("your own data (--data PATH; see minclip/captioned.py)")
     own.add_argument("--image-key", metavar="NAME",
                      help="the image-path column of a CSV/TSV (default: filepath) or key of a JSONL file (image)")
@@ -251,7 +256,7 @@ def _train(args) -> int:
         ("max_steps", args.max_steps if args.max_steps is not None or args.epochs is not None
          else inherited.get("max_steps")),
         ("fixed_logit_scale", None if temperature is None else 1 / temperature)) if value is not None}
-    model_overrides = {"text_pooling": args.text_pooling} if args.text_pooling else {}
+    model_overrides = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
     if own_data:
         overrides.update(image_key=args.image_key, caption_key=args.caption_key, split_key=args.split_key,
                          val_fraction=args.val_fraction if args.val_fraction is not None
@@ -294,10 +299,16 @@ FLAGS = {"preset": "--preset", "data": "--data", "lang": "--lang", "artists": "-
          "family_batches": "--family-batches", "artist_pairs": "--artist-pairs", "restyle": "--restyle",
          "image_key": "--image-key", "caption_key": "--caption-key", "split_key": "--split-key",
          "val_fraction": "--val-fraction", "tokenizer": "--tokenizer", "workers": "--workers"}
+# CLIPConfig fields (TrainConfig.model) and the options that set them
+MODEL_FLAGS = {"text_pooling": "--text-pooling", "image_size": "--image-size", "patch_size": "--patch-size",
+               "vision_layers": "--vision-layers", "text_layers": "--text-layers"}
 
 
 def _as_flags(message: str) -> str:
-    """A TrainConfig error in the command line's words: `batch_size must...` -> `--batch-size must...`."""
+    """A TrainConfig error in the command line's words: `batch_size must...` -> `--batch-size must...`, and
+    `CLIPConfig.image_size=30 must...` -> `--image-size=30 must...`."""
+    for name, flag in MODEL_FLAGS.items():
+        message = message.replace(f"CLIPConfig.{name}", flag)
     name = message.split(" ", 1)[0]
     return FLAGS[name] + message[len(name):] if name in FLAGS else message
 
@@ -308,8 +319,8 @@ def _flag(name: str, value) -> str:
         return "" if value is None else f"--fixed-temperature {1 / value:g}"
     if name in ("freeze_image_tower", "hard_negatives", "family_batches", "artist_pairs", "restyle"):
         return FLAGS[name] if value else ""
-    if name == "model":
-        return f"--text-pooling {value['text_pooling']}" if value.get("text_pooling") else ""
+    if name == "model":  # only the fields MODEL_FLAGS names (see _check_resume)
+        return " ".join(f"{MODEL_FLAGS[field]} {setting}" for field, setting in value.items() if field in MODEL_FLAGS)
     if name == "artists":
         return f"--artists {' '.join(value)}"
     if name == "data":  # a path may hold spaces, and the braces of shard patterns, which a shell would expand
@@ -326,8 +337,9 @@ def _check_resume(state: dict, config, out: Path) -> None:
         return
     named = ", ".join(f"{FLAGS.get(name, name)} {_shown(name, stored)} (this command: {_shown(name, given)})"
                       for name, (stored, given) in differ.items())
-    settable = [name for name in differ if name in FLAGS or name == "model"]
     stored = {**state["train_config"]}
+    expressible = set(stored.get("model", {})) <= set(MODEL_FLAGS)  # the command line sets these model fields
+    settable = [name for name in differ if name in FLAGS or (name == "model" and expressible)]
     defaults = dataclasses.asdict(TrainConfig())  # the command line's defaults too: only other values need a flag
     words = [_flag(name, stored[name]) for name in ("preset", "data", "lang", "artists", "batch_size", "loss", "lr",
                                                     "precision", "seed", "fixed_logit_scale", "freeze_image_tower",

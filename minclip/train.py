@@ -177,6 +177,10 @@ class TrainConfig:
         if self.loss == "siglip" and "init_logit_bias" in self.model and bias is None:
             raise ValueError("loss='siglip' learns a bias: model init_logit_bias must be a number "
                              f"(SigLIP starts at {SIGLIP_INIT_BIAS}), not None")
+        try:  # the model's shape is checked now, not when training starts
+            CLIPConfig.preset(self.preset, **self.model)
+        except ValueError as error:
+            raise ValueError(f"{error} (preset={self.preset!r}, model={self.model!r})") from None
 
     @property
     def own_data(self) -> bool:

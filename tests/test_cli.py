@@ -129,6 +129,9 @@ def one_line_error(capsys, argv, message) -> None:
     (["--artist-pairs"], "error: --artist-pairs pairs two artists' drawings of each emoji: it needs data='emoji' and "
                          "at least two artists"),
     (["--data", "shapes", "--restyle"], "error: --restyle shrinks and softens emoji drawings"),
+    (["--image-size", "30"], "error: --image-size=30 must be divisible by patch_size=4 (preset='nano', "
+                             "model={'image_size': 30})"),
+    (["--vision-layers", "0"], "error: --vision-layers must be a positive int, got 0"),
 ])
 def test_train_options_out_of_range_are_one_line_errors(tmp_path, capsys, options, message):
     one_line_error(capsys, ["train", "--preset", "nano", "--quiet", "--out", str(tmp_path / "run"), *options], message)
@@ -172,6 +175,19 @@ def test_resume_with_other_options_names_them_and_the_command_that_continues(run
                    f"error: {run}/checkpoint.pt was trained with other options: --batch-size 16 (this command: 32), "
                    f"--lr 0.001 (this command: 0.002); continue it with: python -m minclip train --out {run} "
                    "--resume --preset nano --batch-size 16; or choose another --out for a new run")
+
+
+def test_the_shape_flags_build_that_model_and_a_resume_names_them(tmp_path, capsys):
+    from minclip.checkpoint import read_checkpoint
+
+    out = tmp_path / "shallow"
+    shape = ["--image-size", "32", "--patch-size", "8", "--vision-layers", "1", "--text-layers", "1"]
+    assert main([*TRAIN, *shape, "--out", str(out)]) == 0
+    built = read_checkpoint(out / "checkpoint.pt")["model_config"]
+    assert (built["image_size"], built["patch_size"], built["vision_layers"], built["text_layers"]) == (32, 8, 1, 1)
+    one_line_error(capsys, ["train", "--preset", "nano", "--batch-size", "16", "--resume", "--out", str(out)],
+                   f"continue it with: python -m minclip train --out {out} --resume --preset nano --batch-size 16 "
+                   "--image-size 32 --patch-size 8 --vision-layers 1 --text-layers 1; or choose another --out")
 
 
 @pytest.mark.parametrize("flag", ["--hard-negatives", "--family-batches", "--restyle"])

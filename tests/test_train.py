@@ -322,6 +322,12 @@ def test_bad_training_options():
         TrainConfig(batch_size=1)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         train(TrainConfig(preset="huge"), progress=False)
+    # the model's shape is checked when the options are, not minutes later when training starts
+    with pytest.raises(ValueError, match=r"CLIPConfig.image_size=30 must be divisible by patch_size=16 "
+                                         r"\(preset='tiny', model=\{'image_size': 30\}\)"):
+        TrainConfig(model={"image_size": 30})
+    with pytest.raises(ValueError, match=r"unknown CLIPConfig fields \['bogus'\]"):
+        TrainConfig(model={"bogus": 1})
 
 
 # ------------------------------------------------------------------------------------------------------------------
