@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--artist-pairs", action="store_true",
                        help="emoji, two or more --artists: each caption comes drawn by two of them, positives of "
                             "each other (an image-image InfoNCE term beside the caption's)")
+    train.add_argument("--anchor-artist", action="store_true",
+                       help="with --artist-pairs: the first of --artists draws one drawing of every pair (where it "
+                            "draws the emoji), so each epoch shows every caption in its hand")
     train.add_argument("--restyle", action="store_true",
                        help="emoji: also shrink each drawing to 70-100 %% of its size and soften it through a lower "
                             "resolution, two habits that differ between artists")
@@ -268,7 +271,7 @@ def _train(args) -> int:
         config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, artists=tuple(args.artists),
                              seed=args.seed, loss=args.loss, hard_negatives=args.hard_negatives,
                              family_batches=args.family_batches, artist_pairs=args.artist_pairs,
-                             restyle=args.restyle,
+                             anchor_artist=args.anchor_artist, restyle=args.restyle,
                              precision=args.precision, freeze_image_tower=args.freeze_image_tower,
                              model=model_overrides, **overrides)
     except ValueError as error:
@@ -296,7 +299,8 @@ FLAGS = {"preset": "--preset", "data": "--data", "lang": "--lang", "artists": "-
          "batch_size": "--batch-size", "loss": "--loss", "lr": "--lr", "precision": "--precision", "seed": "--seed", "max_steps": "--max-steps",
          "save_every_minutes": "--save-every-minutes", "fixed_logit_scale": "--fixed-temperature",
          "freeze_image_tower": "--freeze-image-tower", "hard_negatives": "--hard-negatives",
-         "family_batches": "--family-batches", "artist_pairs": "--artist-pairs", "restyle": "--restyle",
+         "family_batches": "--family-batches", "artist_pairs": "--artist-pairs", "anchor_artist": "--anchor-artist",
+         "restyle": "--restyle",
          "image_key": "--image-key", "caption_key": "--caption-key", "split_key": "--split-key",
          "val_fraction": "--val-fraction", "tokenizer": "--tokenizer", "workers": "--workers"}
 # CLIPConfig fields (TrainConfig.model) and the options that set them
@@ -317,7 +321,7 @@ def _flag(name: str, value) -> str:
     """The command-line words that set the TrainConfig field `name` to `value` ("" when the default needs none)."""
     if name == "fixed_logit_scale":
         return "" if value is None else f"--fixed-temperature {1 / value:g}"
-    if name in ("freeze_image_tower", "hard_negatives", "family_batches", "artist_pairs", "restyle"):
+    if name in ("freeze_image_tower", "hard_negatives", "family_batches", "artist_pairs", "anchor_artist", "restyle"):
         return FLAGS[name] if value else ""
     if name == "model":  # only the fields MODEL_FLAGS names (see _check_resume)
         return " ".join(f"{MODEL_FLAGS[field]} {setting}" for field, setting in value.items() if field in MODEL_FLAGS)
@@ -343,7 +347,8 @@ def _check_resume(state: dict, config, out: Path) -> None:
     defaults = dataclasses.asdict(TrainConfig())  # the command line's defaults too: only other values need a flag
     words = [_flag(name, stored[name]) for name in ("preset", "data", "lang", "artists", "batch_size", "loss", "lr",
                                                     "precision", "seed", "fixed_logit_scale", "freeze_image_tower",
-                                                    "hard_negatives", "family_batches", "artist_pairs", "restyle",
+                                                    "hard_negatives", "family_batches", "artist_pairs",
+                                                    "anchor_artist", "restyle",
                                                     "model", "image_key", "caption_key", "split_key", "val_fraction",
                                                     "tokenizer")
              if name in stored and stored[name] != defaults[name]]

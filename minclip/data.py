@@ -340,11 +340,23 @@ class EmojiDataset(Dataset):
             self._artist_cache[(epoch, view)] = torch.tensor(chosen)
         return self._artist_cache[(epoch, view)]
 
+    def anchored_artists(self, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) long twice, an anchored pair of artists per item at `epoch`: the first of `artists` wherever it draws
+        the item (else view 0's artist), and another artist that draws it (view 0 or 1 of `artist_of`, whichever is
+        not the first; the same artist twice only where no other draws the item)."""
+        view0, view1 = self.artist_of(epoch, 0), self.artist_of(epoch, 1)  # (N,) each, different where two draw
+        first = torch.where(self.drawn[0], torch.zeros_like(view0), view0)  # (N,)
+        return first, torch.where(view0 != first, view0, view1)
+
+    def drawings(self, artists: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, S, S, 3): item i drawn by `artists[i]` (an index into `artists`)."""
+        return self.artist_images[artists, torch.arange(len(self))]
+
     def epoch_images(self, epoch: int | None = None, view: int = 0) -> torch.Tensor:
         """uint8 (N, S, S, 3): each item's drawing at `epoch` (default: the current one) in `view` (`artist_of`)."""
         if len(self.artists) == 1:
             return self.artist_images[0]
-        return self.artist_images[self.artist_of(epoch, view), torch.arange(len(self))]  # (N, S, S, 3)
+        return self.drawings(self.artist_of(epoch, view))  # (N, S, S, 3)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw training captions for `epoch` from now on (call it, like DistributedSampler's, every epoch)."""

@@ -20,7 +20,8 @@ adds a learned bias to the model, started as the paper does at b = -10 with the 
 encoded by the text tower and scored against every image as one more wrong caption. With `family_batches` the
 batches also hold hard negative images: an emoji's siblings, or a shapes scene and its role twin. With
 `artist_pairs` (emoji, several artists) every caption comes drawn by two artists, and the two drawings are also
-positives of each other (an image-image InfoNCE term): what two hands draw alike is what the image tower must see.
+positives of each other (an image-image InfoNCE term): what two hands draw alike is what the image tower must see;
+`anchor_artist` makes the first artist one of the two wherever it draws the emoji.
 
 Checkpoints (minclip/checkpoint.py) hold everything needed to resume or to use the model; a run writes one after
 every epoch (and every `save_every_minutes`, and when Ctrl-C or SIGTERM stops a run between two steps).
@@ -102,6 +103,8 @@ class TrainConfig:
     hard_negatives: bool = False  # NegCLIP: add each caption's word-swapped foil (foils.py) as a wrong caption
     artist_pairs: bool = False  # emoji, 2+ artists: each caption brings two artists' drawings, positives of each
     #                             other (an image-image InfoNCE term) and both of the caption
+    anchor_artist: bool = False  # with artist_pairs: the first of `artists` draws one drawing of every pair (where it
+    #                              draws the emoji), so each epoch shows every caption in its hand
     seed: int = 0  # seeds the model's initialisation, the batches, the captions and the augmentation
     eval_every: int = 5  # evaluate on the validation split every this many epochs (0: only at the end)
     max_steps: int | None = None  # stop after this many steps (for tests and quick looks); None: all epochs
@@ -139,6 +142,9 @@ class TrainConfig:
         if self.restyle and self.data != "emoji":
             raise ValueError(f"restyle shrinks and softens emoji drawings, where size says nothing; data="
                              f"{self.data!r} has captions about size or its own images: leave it off")
+        if self.anchor_artist and not self.artist_pairs:
+            raise ValueError("anchor_artist keeps the first artist in every pair of drawings: it needs artist_pairs="
+                             "True (--artist-pairs)")
         if self.artist_pairs and (self.data != "emoji" or len(self.artists) < 2):
             raise ValueError(f"artist_pairs pairs two artists' drawings of each emoji: it needs data='emoji' and at "
                              f"least two artists, got data={self.data!r}, artists={self.artists!r} "
@@ -361,6 +367,8 @@ class ShippedPairs:
         tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
         images_all = self.train_set.epoch_images(epoch)  # (N, S, S, 3) uint8: this epoch's drawings
         second_all = self.train_set.epoch_images(epoch, view=1) if config.artist_pairs else None  # another artist's
+        if config.anchor_artist:  # the first artist's drawing beside another artist's
+            images_all, second_all = map(self.train_set.drawings, self.train_set.anchored_artists(epoch))
         foils = epoch_foils(self.train_set, epoch) if config.hard_negatives else None  # one per item, or None
         foil_tokens_all = None if foils is None else \
             tokenizer.tokenize([foil or "" for foil in foils], context_length, truncate=True)  # (N, T)

@@ -129,6 +129,8 @@ def one_line_error(capsys, argv, message) -> None:
     (["--artist-pairs"], "error: --artist-pairs pairs two artists' drawings of each emoji: it needs data='emoji' and "
                          "at least two artists"),
     (["--data", "shapes", "--restyle"], "error: --restyle shrinks and softens emoji drawings"),
+    (["--artists", "noto", "openmoji", "--anchor-artist"], "error: --anchor-artist keeps the first artist in every "
+                                                           "pair of drawings: it needs artist_pairs=True (--artist-pairs)"),
     (["--image-size", "30"], "error: --image-size=30 must be divisible by patch_size=4 (preset='nano', "
                              "model={'image_size': 30})"),
     (["--vision-layers", "0"], "error: --vision-layers must be a positive int, got 0"),

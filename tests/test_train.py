@@ -261,6 +261,27 @@ def test_artist_pairs_bring_each_caption_drawn_by_two_artists(tmp_path):
     torch.testing.assert_close(batch.second_images, expected, rtol=0, atol=0)
 
 
+def test_an_anchored_pair_is_the_first_artists_drawing_beside_another_artists():
+    config = TrainConfig(**{**NANO, "augment": False}, artists=("fluent", "noto", "emojione"), artist_pairs=True,
+                         anchor_artist=True)
+    data = train_module.ShippedPairs(config, 16, train_module.Processes())
+    tokenizer = BPETokenizer.train(data.tokenizer_corpus()[:2000], 600)
+    batch = next(data.batches(0, 0, tokenizer, 32, torch.device("cpu")))
+    items = torch.tensor(data.sampler.batches(0)[0])
+    dataset = data.train_set
+    first, other = (artists[items] for artists in dataset.anchored_artists(0))  # (16,) each
+    anchored = dataset.drawn[0, items]  # (16,): items Fluent (the first artist) draws
+    assert anchored.any() and (~anchored).any()  # both kinds in the batch: Fluent lacks some emoji
+    assert (first[anchored] == 0).all() and (first[~anchored] != 0).all()  # Fluent wherever it draws the emoji
+    assert dataset.drawn[first, items].all() and dataset.drawn[other, items].all()  # never a missing (white) row
+    drawn_twice = dataset.drawn[:, items].sum(0) >= 2
+    assert (first != other)[drawn_twice].all()  # two artists wherever there are two
+    for view, artists in ((batch.images, first), (batch.second_images, other)):
+        torch.testing.assert_close(view, to_model_input(dataset.artist_images[artists, items]), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"anchor_artist keeps the first artist .* needs artist_pairs=True"):
+        TrainConfig(artists=("noto", "openmoji"), anchor_artist=True)
+
+
 def test_a_step_with_artist_pairs_adds_the_drawings_loss_to_both_caption_losses():
     torch.manual_seed(0)
     model = CLIP(CLIPConfig.preset("nano"))
