@@ -365,10 +365,11 @@ class ShippedPairs:
         config = self.config
         captions = self.train_set.epoch_captions(epoch)
         tokens_all = tokenizer.tokenize(captions, context_length, truncate=True)  # (N, T), once per epoch
-        images_all = self.train_set.epoch_images(epoch)  # (N, S, S, 3) uint8: this epoch's drawings
-        second_all = self.train_set.epoch_images(epoch, view=1) if config.artist_pairs else None  # another artist's
-        if config.anchor_artist:  # the first artist's drawing beside another artist's
+        if config.anchor_artist:  # (N, S, S, 3) uint8 twice: the first artist's drawings beside another artist's
             images_all, second_all = map(self.train_set.drawings, self.train_set.anchored_artists(epoch))
+        else:
+            images_all = self.train_set.epoch_images(epoch)  # (N, S, S, 3) uint8: this epoch's drawings
+            second_all = self.train_set.epoch_images(epoch, view=1) if config.artist_pairs else None  # another's
         foils = epoch_foils(self.train_set, epoch) if config.hard_negatives else None  # one per item, or None
         foil_tokens_all = None if foils is None else \
             tokenizer.tokenize([foil or "" for foil in foils], context_length, truncate=True)  # (N, T)
