@@ -321,7 +321,7 @@ def _flag(name: str, value) -> str:
     """The command-line words that set the TrainConfig field `name` to `value` ("" when the default needs none)."""
     if name == "fixed_logit_scale":
         return "" if value is None else f"--fixed-temperature {1 / value:g}"
-    if name in ("freeze_image_tower", "hard_negatives", "family_batches", "artist_pairs", "anchor_artist", "restyle"):
+    if isinstance(value, bool):  # a switch: its flag, or nothing
         return FLAGS[name] if value else ""
     if name == "model":  # only the fields MODEL_FLAGS names (see _check_resume)
         return " ".join(f"{MODEL_FLAGS[field]} {setting}" for field, setting in value.items() if field in MODEL_FLAGS)
