@@ -82,13 +82,15 @@ TOKENIZERS = ("learn", "openai")
 
 @dataclass
 class TrainConfig:
-    """Every choice of a training run. The defaults are the main job (the `tiny` preset on the emoji set)."""
+    """Every choice of a training run. The defaults are notebook 07's run (the `tiny` preset on Noto's emoji), the
+    model the lessons read; `make train` changes the artists, the pairs and the model's shape (the Makefile's
+    MAIN_JOB, README "Results")."""
 
     preset: str = "tiny"  # CLIPConfig preset for the model
     data: str = "emoji"  # "emoji" (the shipped bilingual set), "shapes" (procedural), or a path to your own pairs
     lang: str = "en"  # caption language: "en", "ko" or "both"
     artists: tuple[str, ...] = ("noto",)  # emoji: whose drawings to train on (data.ARTISTS); the others are unseen
-    epochs: int = 44  # passes over the training split (44 fit the main job's 5-minute CPU budget; docs/experiments.md)
+    epochs: int = 44  # passes over the training split (44 fit the tiny preset into 5 CPU minutes; docs/experiments.md)
     batch_size: int = 128  # pairs per step (over all processes); every other pair in the batch is a negative
     loss: str = "clip"  # "clip": InfoNCE, a softmax over the batch; "siglip": a sigmoid per pair, with a learned bias
     lr: float = 1e-3  # peak learning rate, reached after the warm-up

@@ -192,6 +192,37 @@ def test_the_shape_flags_build_that_model_and_a_resume_names_them(tmp_path, caps
                    "--image-size 32 --patch-size 8 --vision-layers 1 --text-layers 1; or choose another --out")
 
 
+
+def main_job_flags() -> list[str]:
+    """The flags `make train` passes to `python -m minclip train` (the Makefile's MAIN_JOB, continued lines joined)."""
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    value = makefile.split("MAIN_JOB ?=", 1)[1]
+    lines = []
+    for line in value.splitlines():
+        lines.append(line.rstrip().removesuffix("\\"))
+        if not line.rstrip().endswith("\\"):
+            break
+    return " ".join(lines).split()
+
+
+def test_the_main_job_holds_out_an_artist_and_reports_it(tmp_path, capsys):
+    from minclip.checkpoint import read_checkpoint
+    from minclip.data import ARTISTS
+
+    flags = main_job_flags()
+    readme = (Path(__file__).parent.parent / "README.md").read_text().replace("\\\n", " ")  # continued lines joined
+    readme = " ".join(readme.split())
+    assert "python -m minclip train " + " ".join(flags) in readme  # the README quotes the command make train runs
+    out = tmp_path / "main"
+    flags[flags.index("--out") + 1] = str(out)
+    assert main(["train", *flags, "--max-steps", "2", "--quiet"]) == 0  # the main job's own options, two steps
+    trained_on = read_checkpoint(out / "checkpoint.pt")["train_config"]["artists"]
+    unseen = [artist for artist in ARTISTS if artist not in trained_on]
+    assert len(trained_on) >= 2 and unseen  # several artists train; at least one is left out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics["unseen_artists"]) == sorted(unseen)  # and the report measures every one left out
+    assert "unseen_artists." + unseen[0] + ".training_captions.R@1" in capsys.readouterr().out
+
 @pytest.mark.parametrize("flag", ["--hard-negatives", "--family-batches", "--restyle"])
 def test_resume_with_hard_negatives_names_the_flag(run, capsys, flag):
     one_line_error(capsys, ["train", "--preset", "nano", "--batch-size", "16", flag, "--resume",
