@@ -290,7 +290,8 @@ class EmojiDataset(Dataset):
         self.drawn = drawn[:, keep]  # (A, N): which artist draws which item
         self.duplicate_groups = self._identical_drawings()
         self.epoch = 0
-        self._artist_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._orders: tuple[int, list[list[int]]] | None = None  # (epoch, _artist_orders(epoch)), the last asked for
+        self._captions: tuple[int, list[str]] | None = None  # (epoch, epoch_captions(epoch)), the last asked for
 
     def __len__(self) -> int:
         return len(self.records)
@@ -324,21 +325,25 @@ class EmojiDataset(Dataset):
     def artist_of(self, epoch: int | None = None, view: int = 0) -> torch.Tensor:
         """(N,) long: which of `artists` draws each item at `epoch` (default: the current one).
 
-        Per item, the artists that draw it are put in a random order seeded by (seed, epoch, emoji); view v takes the
-        v-th of them, so views 0 and 1 of an item show two different artists wherever two draw it.
+        View v takes the v-th artist of each item's `_artist_orders(epoch)`, so views 0 and 1 of an item show two
+        different artists wherever two draw it.
         """
-        epoch = self.epoch if epoch is None else epoch
         if len(self.artists) == 1:
             return torch.zeros(len(self), dtype=torch.long)
-        if (epoch, view) not in self._artist_cache:
-            self._artist_cache = {key: value for key, value in self._artist_cache.items() if key[0] == epoch}
-            chosen = []
+        return torch.tensor([order[view % len(order)] for order in self._artist_orders(epoch)])
+
+    def _artist_orders(self, epoch: int | None = None) -> list[list[int]]:
+        """Per item, the artists that draw it (indices into `artists`) in a random order seeded by (seed, epoch,
+        emoji). Kept for the last epoch asked for: every view and every batch of an epoch reads the same orders."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._orders is None or self._orders[0] != epoch:
+            orders = []
             for i, record in enumerate(self.records):
                 artists = self.drawn[:, i].nonzero().flatten().tolist()
-                order = random.Random(f"{self.seed}:{epoch}:{record['index']}:artist").sample(artists, len(artists))
-                chosen.append(order[view % len(order)])
-            self._artist_cache[(epoch, view)] = torch.tensor(chosen)
-        return self._artist_cache[(epoch, view)]
+                rng = random.Random(f"{self.seed}:{epoch}:{record['index']}:artist")
+                orders.append(rng.sample(artists, len(artists)))
+            self._orders = (epoch, orders)
+        return self._orders[1]
 
     def anchored_artists(self, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) long twice, an anchored pair of artists per item at `epoch`: the first of `artists` wherever it draws
@@ -380,7 +385,10 @@ class EmojiDataset(Dataset):
     def epoch_captions(self, epoch: int | None = None) -> list[str]:
         """Every item's caption at `epoch` (default: the current one), in item order: what a sampler or a training
         loop asks for, since training captions change from epoch to epoch."""
-        return [self.caption(i, epoch) for i in range(len(self))]
+        epoch = self.epoch if epoch is None else epoch
+        if self._captions is None or self._captions[0] != epoch:  # the sampler and the batches both ask, once each
+            self._captions = (epoch, [self.caption(i, epoch) for i in range(len(self))])
+        return list(self._captions[1])
 
 
 # --------------------------------------------------------------------------------------------- model input

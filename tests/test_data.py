@@ -405,6 +405,9 @@ def test_captions_are_deterministic_per_seed_and_epoch():
     assert epoch0 == a.epoch_captions(0) == EmojiDataset("val", lang="both", image_size=8, seed=1).captions
     a.set_epoch(1)
     assert a.captions != epoch0 and a.captions == a.epoch_captions(1) and a.epoch_captions(0) == epoch0
+    shown = a.captions
+    shown[0] = "edited by a caller"
+    assert a.captions[0] != shown[0]  # every call hands out its own list: the epoch's captions stay as drawn
     assert EmojiDataset("val", lang="both", image_size=8, seed=2).captions != epoch0
     position = {r["index"]: i for i, r in enumerate(b.records)}
     assert [b.caption(position[r["index"]]) for r in a.records] == epoch0  # an image's caption ignores the split
