@@ -192,7 +192,6 @@ def test_the_shape_flags_build_that_model_and_a_resume_names_them(tmp_path, caps
                    "--image-size 32 --patch-size 8 --vision-layers 1 --text-layers 1; or choose another --out")
 
 
-
 def main_job_flags() -> list[str]:
     """The flags `make train` passes to `python -m minclip train` (the Makefile's MAIN_JOB, continued lines joined)."""
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()
@@ -222,6 +221,7 @@ def test_the_main_job_holds_out_an_artist_and_reports_it(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert sorted(metrics["unseen_artists"]) == sorted(unseen)  # and the report measures every one left out
     assert "unseen_artists." + unseen[0] + ".training_captions.R@1" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize("flag", ["--hard-negatives", "--family-batches", "--restyle"])
 def test_resume_with_hard_negatives_names_the_flag(run, capsys, flag):
