@@ -137,10 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint")
 
     search = commands.add_parser("search", help="rank images for a text query and save a gallery",
-                                 description="Rank the shipped images (or the images in FOLDER) for a text query.")
+                                 description="Rank the shipped emoji (Noto's drawings, or --artist's) or the images "
+                                             "in FOLDER for a text query.")
     search.add_argument("checkpoint")
     search.add_argument("query")
     search.add_argument("--images", metavar="FOLDER", help="a folder of image files (default: the shipped emoji)")
+    search.add_argument("--artist", choices=ARTISTS, default=None,
+                        help="search this artist's shipped drawings (default: noto), e.g. one the model never saw")
     search.add_argument("--top", type=int, default=8, help="how many images to show (default: 8)")
     search.add_argument("--gallery", default="search.png", help="where to save the gallery (default: search.png)")
     search.add_argument("--truncate", action="store_true",
@@ -296,8 +299,9 @@ def _train(args) -> int:
 
 # TrainConfig fields and the options that set them (the others are set from Python only)
 FLAGS = {"preset": "--preset", "data": "--data", "lang": "--lang", "artists": "--artists", "epochs": "--epochs",
-         "batch_size": "--batch-size", "loss": "--loss", "lr": "--lr", "precision": "--precision", "seed": "--seed", "max_steps": "--max-steps",
-         "save_every_minutes": "--save-every-minutes", "fixed_logit_scale": "--fixed-temperature",
+         "batch_size": "--batch-size", "loss": "--loss", "lr": "--lr", "precision": "--precision", "seed": "--seed",
+         "max_steps": "--max-steps", "save_every_minutes": "--save-every-minutes",
+         "fixed_logit_scale": "--fixed-temperature",
          "freeze_image_tower": "--freeze-image-tower", "hard_negatives": "--hard-negatives",
          "family_batches": "--family-batches", "artist_pairs": "--artist-pairs", "anchor_artist": "--anchor-artist",
          "restyle": "--restyle",
@@ -408,13 +412,15 @@ def _search(args) -> int:
         raise UsageError("the query is empty; give a text such as \"red heart\"")
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
+    if args.images and args.artist:
+        raise UsageError("--artist picks the shipped drawings to search and --images a folder instead; give one")
     gallery = _writable_file(Path(args.gallery), "--gallery")  # before the work, not after it
     model, preprocess, tokenizer = load(args.checkpoint, fast_path=True)
     tokens = _query_tokens(tokenizer, args.query, model.config.context_length, args.truncate)  # (1, T)
     if args.images:
         images, names = _read_image_folder(Path(args.images), *_reading(model, preprocess))
     else:
-        emoji = EmojiDataset("all", caption_mode="eval")  # at the shipped size
+        emoji = EmojiDataset("all", caption_mode="eval", artists=(args.artist or "noto",))  # the emoji it draws
         images, names = emoji.images, [record["name_en"] for record in emoji.records]
     image_features = encode_images(model, images, preprocess=preprocess)  # (N, E), unit length
     with torch.no_grad():
@@ -423,8 +429,9 @@ def _search(args) -> int:
     top = scores.topk(min(args.top, len(scores)))
     for rank, (score, index) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
         print(f"{rank:2d}. {score:.3f}  {names[index]}")
+    among = f" ({args.artist}'s drawings)" if args.artist else ""
     figure = plots.retrieval_gallery([args.query], [images[top.indices]], [top.values.tolist()],
-                                     title=f"search: {args.query}")
+                                     title=f"search: {args.query}{among}")
     print(f"gallery saved to {plots.save(figure, gallery)}")
     return 0
 

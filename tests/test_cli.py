@@ -46,6 +46,16 @@ def test_search_ranks_shipped_images_and_saves_a_gallery(run, tmp_path, capsys):
     assert [line.split(".")[0].strip() for line in lines[:3]] == ["1", "2", "3"] and gallery.is_file()
 
 
+def test_search_another_artists_drawings(run, tmp_path, capsys):
+    from minclip.data import load_artist
+
+    drawn = load_artist("emojione")[1]  # (3655,) bool: the emoji EmojiOne draws
+    assert main(["search", str(run / "checkpoint.pt"), "red heart", "--artist", "emojione", "--top", "5000",
+                 "--gallery", str(tmp_path / "gallery.png")]) == 0
+    ranks = capsys.readouterr().out.splitlines()[:-1]  # one line per image, then where the gallery went
+    assert len(ranks) == int(drawn.sum()) < 3655  # every one of EmojiOne's drawings, and nothing else
+
+
 def test_search_in_a_folder_skips_non_images_with_a_warning(run, tmp_path, capsys):
     folder = tmp_path / "images"
     folder.mkdir()
@@ -64,6 +74,7 @@ def test_search_in_a_folder_skips_non_images_with_a_warning(run, tmp_path, capsy
     (["search", "CKPT", "   "], "error: the query is empty"),
     (["search", "CKPT", "cat", "--images", "EMPTY"], "error: no image files in"),
     (["search", "CKPT", "cat", "--images", "NOWHERE"], "is not a folder"),
+    (["search", "CKPT", "cat", "--images", "EMPTY", "--artist", "openmoji"], "error: --artist picks the shipped"),
     (["eval", "FOREIGN"], "is not a minclip checkpoint"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run, tmp_path, capsys, argv, message):
