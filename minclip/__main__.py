@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--anchor-artist", action="store_true",
                        help="with --artist-pairs: the first of --artists draws one drawing of every pair (where it "
                             "draws the emoji), so each epoch shows every caption in its hand")
+    train.add_argument("--max-shift", type=int, metavar="PIXELS",
+                       help="augmentation: move each image by up to this many pixels in x and in y (default: 2; 0: "
+                            "no shifts)")
+    train.add_argument("--no-mirror", dest="mirror", action="store_false",
+                       help="augmentation: never mirror an image (by default, half of the images whose caption "
+                            "survives it are mirrored left-right)")
     train.add_argument("--restyle", action="store_true",
                        help="emoji: also shrink each drawing to 70-100 %% of its size and soften it through a lower "
                             "resolution, two habits that differ between artists")
@@ -259,6 +265,7 @@ def _train(args) -> int:
     overrides = {name: value for name, value in (
         ("epochs", args.epochs if args.epochs is not None else inherited.get("epochs")),
         ("batch_size", args.batch_size), ("lr", args.lr), ("save_every_minutes", args.save_every_minutes),
+        ("max_shift", args.max_shift),
         ("max_steps", args.max_steps if args.max_steps is not None or args.epochs is not None
          else inherited.get("max_steps")),
         ("fixed_logit_scale", None if temperature is None else 1 / temperature)) if value is not None}
@@ -274,7 +281,7 @@ def _train(args) -> int:
         config = TrainConfig(preset=args.preset, data=args.data, lang=args.lang, artists=tuple(args.artists),
                              seed=args.seed, loss=args.loss, hard_negatives=args.hard_negatives,
                              family_batches=args.family_batches, artist_pairs=args.artist_pairs,
-                             anchor_artist=args.anchor_artist, restyle=args.restyle,
+                             anchor_artist=args.anchor_artist, restyle=args.restyle, mirror=args.mirror,
                              precision=args.precision, freeze_image_tower=args.freeze_image_tower,
                              model=model_overrides, **overrides)
     except ValueError as error:
@@ -304,7 +311,7 @@ FLAGS = {"preset": "--preset", "data": "--data", "lang": "--lang", "artists": "-
          "fixed_logit_scale": "--fixed-temperature",
          "freeze_image_tower": "--freeze-image-tower", "hard_negatives": "--hard-negatives",
          "family_batches": "--family-batches", "artist_pairs": "--artist-pairs", "anchor_artist": "--anchor-artist",
-         "restyle": "--restyle",
+         "max_shift": "--max-shift", "mirror": "--no-mirror", "restyle": "--restyle",
          "image_key": "--image-key", "caption_key": "--caption-key", "split_key": "--split-key",
          "val_fraction": "--val-fraction", "tokenizer": "--tokenizer", "workers": "--workers"}
 # CLIPConfig fields (TrainConfig.model) and the options that set them
@@ -325,8 +332,11 @@ def _flag(name: str, value) -> str:
     """The command-line words that set the TrainConfig field `name` to `value` ("" when the default needs none)."""
     if name == "fixed_logit_scale":
         return "" if value is None else f"--fixed-temperature {1 / value:g}"
-    if isinstance(value, bool):  # a switch: its flag, or nothing
-        return FLAGS[name] if value else ""
+    if isinstance(value, bool):  # a switch: its flag where the value is not the default (--artist-pairs, --no-mirror)
+        from .train import TrainConfig
+
+        return FLAGS[name] if value != {field.name: field.default for field in dataclasses.fields(TrainConfig)}[name] \
+            else ""
     if name == "model":  # only the fields MODEL_FLAGS names (see _check_resume)
         return " ".join(f"{MODEL_FLAGS[field]} {setting}" for field, setting in value.items() if field in MODEL_FLAGS)
     if name == "artists":
@@ -352,7 +362,7 @@ def _check_resume(state: dict, config, out: Path) -> None:
     words = [_flag(name, stored[name]) for name in ("preset", "data", "lang", "artists", "batch_size", "loss", "lr",
                                                     "precision", "seed", "fixed_logit_scale", "freeze_image_tower",
                                                     "hard_negatives", "family_batches", "artist_pairs",
-                                                    "anchor_artist", "restyle",
+                                                    "anchor_artist", "max_shift", "mirror", "restyle",
                                                     "model", "image_key", "caption_key", "split_key", "val_fraction",
                                                     "tokenizer")
              if name in stored and stored[name] != defaults[name]]

@@ -98,7 +98,9 @@ class TrainConfig:
     warmup_fraction: float = 0.05  # share of the steps spent warming the learning rate up from zero
     grad_clip: float = 1.0  # largest gradient norm; larger gradients are scaled down to it
     vocab_size: int = 2048  # BPE vocabulary learned on the training captions (512 bytes + merges + 2 specials)
-    augment: bool = True  # pixel shifts and caption-respecting mirror images
+    augment: bool = True  # caption-respecting augmentation: pixel shifts, and mirror images where the caption allows
+    max_shift: int = 2  # with augment: each image moves by up to this many pixels in x and in y
+    mirror: bool = True  # with augment: mirror left-right with probability 1/2 where the caption survives it
     restyle: bool = False  # emoji: also shrink each drawing (70-100 %) and soften it through a lower resolution
     family_batches: bool = False  # hard negative images in every batch: emoji siblings (skin tone, gender), or
     #                               each shapes scene beside its role twin (the same objects in the opposite order)
@@ -160,6 +162,10 @@ class TrainConfig:
         if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
             raise ValueError(f"max_steps must be a positive int (or None for all epochs), got {self.max_steps!r}: "
                              "a run needs at least one optimizer step")
+        if not _is_int(self.max_shift) or self.max_shift < 0:
+            raise ValueError(f"max_shift must be an int >= 0 (0: no shifts), got {self.max_shift!r}")
+        if not isinstance(self.mirror, bool):
+            raise ValueError(f"mirror must be True or False, got {self.mirror!r}")
         if not _is_int(self.eval_every) or self.eval_every < 0:
             raise ValueError(f"eval_every must be an int >= 0 (0: evaluate only at the end), got {self.eval_every!r}")
         if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
@@ -383,9 +389,9 @@ class ShippedPairs:
             generator = step_generator(config.seed, step)  # the whole global batch, in every process: one run's draws
             if config.augment:  # shifts and flips
                 batch_captions = [captions[i] for i in batch]
-                images = augment(images, batch_captions, generator=generator)
+                images = augment(images, batch_captions, config.max_shift, config.mirror, generator=generator)
                 if second is not None:  # its own shifts and flips, drawn next from the same generator
-                    second = augment(second, batch_captions, generator=generator)
+                    second = augment(second, batch_captions, config.max_shift, config.mirror, generator=generator)
             if config.restyle:  # sizes and resolutions
                 images = restyle(images, generator=generator)
                 second = None if second is None else restyle(second, generator=generator)
@@ -442,7 +448,7 @@ class OwnPairs:
                 continue
             if config.augment:  # each process its own rows, with a generator of its own per step
                 generator = step_generator(config.seed, step * processes.world_size + processes.rank)
-                images = augment(images, captions, generator=generator)
+                images = augment(images, captions, config.max_shift, config.mirror, generator=generator)
             tokens = tokenizer.tokenize(captions, context_length, truncate=True)  # (n, T)
             tokens = trim_padding(tokens, tokenizer.eot_token_id)  # (n, T' <= T)
             # no foils: hard negatives need the shipped sets' caption families (TrainConfig refuses them here)

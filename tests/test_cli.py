@@ -203,6 +203,20 @@ def test_the_shape_flags_build_that_model_and_a_resume_names_them(tmp_path, caps
                    "--image-size 32 --patch-size 8 --vision-layers 1 --text-layers 1; or choose another --out")
 
 
+def test_the_augmentation_flags_set_the_options_and_a_resume_names_them(tmp_path, capsys):
+    from minclip.checkpoint import read_checkpoint
+
+    out = tmp_path / "augmented"
+    assert main([*TRAIN, "--max-shift", "1", "--no-mirror", "--out", str(out)]) == 0
+    options = read_checkpoint(out / "checkpoint.pt")["train_config"]
+    assert (options["max_shift"], options["mirror"]) == (1, False)
+    one_line_error(capsys, ["train", "--preset", "nano", "--batch-size", "16", "--resume", "--out", str(out)],
+                   f"continue it with: python -m minclip train --out {out} "
+                   "--resume --preset nano --batch-size 16 --max-shift 1 --no-mirror; or choose another --out")
+    one_line_error(capsys, [*TRAIN, "--max-shift", "-1", "--out", str(tmp_path / "other")],
+                   "error: --max-shift must be an int >= 0 (0: no shifts), got -1")
+
+
 def main_job_flags() -> list[str]:
     """The flags `make train` passes to `python -m minclip train` (the Makefile's MAIN_JOB, continued lines joined)."""
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()

@@ -316,6 +316,31 @@ def test_artist_pairs_need_two_artists_of_the_emoji_set():
         TrainConfig(data="shapes", artist_pairs=True)
 
 
+@pytest.mark.parametrize("max_shift, mirror", [(2, True), (1, False), (0, True)])
+def test_the_batches_are_augmented_as_the_options_say(max_shift, mirror):
+    from minclip.data import augment
+
+    config = TrainConfig(**{**NANO, "max_shift": max_shift, "mirror": mirror})
+    data = train_module.ShippedPairs(config, 16, train_module.Processes())
+    tokenizer = BPETokenizer.train(data.tokenizer_corpus()[:2000], 600)
+    batch = next(data.batches(0, 0, tokenizer, 32, torch.device("cpu")))
+    items = data.sampler.batches(0)[0]
+    captions = [data.train_set.epoch_captions(0)[i] for i in items]
+    drawings = data.train_set.epoch_images(0)[torch.tensor(items)]  # (16, 16, 16, 3) uint8, as drawn
+    expected = augment(drawings, captions, max_shift, mirror, generator=train_module.step_generator(config.seed, 0))
+    torch.testing.assert_close(batch.images, to_model_input(expected), rtol=0, atol=0)
+    assert not torch.equal(batch.images, to_model_input(drawings))  # and augmentation did change something
+
+
+def test_augmentation_options_are_checked():
+    with pytest.raises(ValueError, match=r"max_shift must be an int >= 0 \(0: no shifts\), got -1"):
+        TrainConfig(max_shift=-1)
+    with pytest.raises(ValueError, match="max_shift must be an int >= 0 .* got 1.5"):
+        TrainConfig(max_shift=1.5)
+    with pytest.raises(ValueError, match="mirror must be True or False, got 'no'"):
+        TrainConfig(mirror="no")
+
+
 def test_restyle_is_only_for_the_emoji_set():
     with pytest.raises(ValueError, match="restyle shrinks and softens emoji drawings"):
         TrainConfig(data="shapes", restyle=True)
