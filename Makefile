@@ -18,7 +18,7 @@ REFERENCES += webdataset==1.0.2 braceexpand==0.1.7
 # never mirrored; the fifth artist, EmojiOne, is never trained on and the report measures it. Notebook 13 and
 # docs/generalization.md say why each switch is there.
 MAIN_JOB ?= --artists noto openmoji fluent fluent_color --artist-pairs --anchor-artist --max-shift 1 --no-mirror \
-            --image-size 32 --patch-size 8 --vision-layers 1 --text-layers 1 --epochs 200 --out runs/main
+            --image-size 32 --patch-size 8 --vision-layers 1 --text-layers 1 --epochs 240 --out runs/main
 
 .PHONY: setup train test bench clean
 setup: $(VENV)/.installed
