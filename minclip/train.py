@@ -83,8 +83,8 @@ TOKENIZERS = ("learn", "openai")
 @dataclass
 class TrainConfig:
     """Every choice of a training run. The defaults are notebook 07's run (the `tiny` preset on Noto's emoji), the
-    model the lessons read; `make train` changes the artists, the pairs and the model's shape (the Makefile's
-    MAIN_JOB, README "Results")."""
+    model the lessons read; `make train` changes the artists, the pairs, the augmentation and the model's shape (the
+    Makefile's MAIN_JOB, README "Results")."""
 
     preset: str = "tiny"  # CLIPConfig preset for the model
     data: str = "emoji"  # "emoji" (the shipped bilingual set), "shapes" (procedural), or a path to your own pairs
