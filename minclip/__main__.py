@@ -329,14 +329,12 @@ def _as_flags(message: str) -> str:
 
 
 def _flag(name: str, value) -> str:
-    """The command-line words that set the TrainConfig field `name` to `value` ("" when the default needs none)."""
+    """The command-line words that set the TrainConfig field `name` to `value`, a value other than the field's default
+    (`_check_resume` asks only for those; "" where no word is needed)."""
     if name == "fixed_logit_scale":
         return "" if value is None else f"--fixed-temperature {1 / value:g}"
-    if isinstance(value, bool):  # a switch: its flag where the value is not the default (--artist-pairs, --no-mirror)
-        from .train import TrainConfig
-
-        return FLAGS[name] if value != {field.name: field.default for field in dataclasses.fields(TrainConfig)}[name] \
-            else ""
+    if isinstance(value, bool):  # a switch, which flips its default: --artist-pairs, --no-mirror
+        return FLAGS[name]
     if name == "model":  # only the fields MODEL_FLAGS names (see _check_resume)
         return " ".join(f"{MODEL_FLAGS[field]} {setting}" for field, setting in value.items() if field in MODEL_FLAGS)
     if name == "artists":
